@@ -1,0 +1,15 @@
+"""petah_mm: PETAH task adaptation (LoRA + convolutional LoRA) for hybrid backbones in OpenMMLab.
+
+Importing the package registers its modules in mmengine's root registries, so mmdet, mmseg and
+mmpretrain configs can build them (``custom_imports=dict(imports=['petah_mm'])``), and
+allow-lists the types that mmengine checkpoints need under ``torch.load(weights_only=True)``.
+"""
+from .compat import allow_mmengine_checkpoints
+
+allow_mmengine_checkpoints()
+
+from . import models  # noqa: E402,F401  (registers the backbones)
+from .adapters import METHODS, build_plan  # noqa: E402
+
+__version__ = '0.1.0'
+__all__ = ['METHODS', 'build_plan', '__version__']

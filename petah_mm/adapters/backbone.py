@@ -1,0 +1,97 @@
+"""What a backbone gains from one ``adapter=dict(method=...)`` argument.
+
+``AdaptedBackboneMixin`` goes in front of a backbone class that declares ``adapter_targets``
+and ``arch_name``. It injects the method's adapters at construction (before the optimizer and
+DDP see the parameters), freezes everything the method does not train, keeps BatchNorm
+statistics frozen where the method says so, re-zeroes the adapters after any ``init_cfg`` has
+run, and reads and writes adapter files.
+"""
+from pathlib import Path
+from typing import Dict, Sequence, Union
+
+import torch
+from mmengine.logging import print_log
+
+from ..utils import freeze_batchnorm_stats
+from .injector import adapted_layers, inject_adapters, set_trainable, task_parameter_names
+from .io import check_adapter, fingerprint, read_adapter_file, write_adapter_file
+from .methods import build_plan
+
+
+class AdaptedBackboneMixin:
+    #: target group -> regexes over module names; each backbone declares its own
+    adapter_targets: Dict[str, Sequence[str]]
+    arch_name: str
+
+    def setup_adapter(self, adapter: dict) -> None:
+        self.adapter_cfg = dict(adapter)
+        self.adapter_plan = build_plan(**adapter)
+        inject_adapters(self, self.adapter_targets, self.adapter_plan)
+        self.task_param_names = task_parameter_names(self, self.adapter_targets, self.adapter_plan)
+        set_trainable(self, self.task_param_names)
+        self.norm_eval = self.adapter_plan.norm_eval
+        print_log(f'{type(self).__name__}({self.arch_name}): {self.adapter_plan.describe()}, '
+                  f'{sum(p.numel() for p in self.parameters() if p.requires_grad):,} trainable '
+                  'backbone parameters', logger='current')
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.norm_eval:
+            freeze_batchnorm_stats(self)
+        return self
+
+    def reset_adapters(self) -> None:
+        """Zero every delta again: identity with the frozen backbone, whatever ran before."""
+        for layer in adapted_layers(self).values():
+            layer.adapter.reset_parameters()
+
+    def merge_adapters(self) -> None:
+        for layer in adapted_layers(self).values():
+            layer.merge()
+
+    def unmerge_adapters(self) -> None:
+        for layer in adapted_layers(self).values():
+            layer.unmerge()
+
+    @property
+    def is_merged(self) -> bool:
+        return any(layer.merged for layer in adapted_layers(self).values())
+
+    def task_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The tensors one task owns: trained parameters, plus BatchNorm statistics if they train."""
+        state = self.state_dict()
+        names = set(self.task_param_names)
+        if not self.adapter_plan.norm_eval:
+            names |= {name for name, _ in self.named_buffers() if name in state}
+        return {name: state[name] for name in sorted(names)}
+
+    def frozen_fingerprint(self) -> str:
+        if self.is_merged:
+            raise RuntimeError('adapters are merged into the frozen weights; call unmerge_adapters() '
+                               'before saving, loading or fingerprinting an adapter')
+        task = self.task_state_dict().keys()
+        return fingerprint((name, t) for name, t in self.state_dict().items() if name not in task)
+
+    def adapter_metadata(self) -> dict:
+        return dict(
+            backbone=type(self).__name__,
+            arch=self.arch_name,
+            method=self.adapter_plan.method,
+            adapters={group: dict(type=cfg['type'], rank=cfg['rank'],
+                                  alpha=float(cfg['rank'] if cfg['alpha'] is None else cfg['alpha']))
+                      for group, cfg in self.adapter_plan.adapters.items()},
+            dropout=self.adapter_cfg.get('dropout', 0.))
+
+    def save_adapter(self, path: Union[str, Path]) -> int:
+        """Write this task's backbone tensors as safetensors; returns the file size in bytes."""
+        meta = dict(self.adapter_metadata(), frozen_fingerprint=self.frozen_fingerprint())
+        return write_adapter_file(path, self.task_state_dict(), meta)
+
+    @torch.no_grad()
+    def load_adapter(self, path: Union[str, Path]) -> None:
+        """Apply an adapter file, or raise before touching any weight."""
+        tensors, meta = read_adapter_file(path)
+        own = self.task_state_dict()
+        check_adapter(path, tensors, meta, self.adapter_metadata(), own, self.frozen_fingerprint())
+        for name, tensor in tensors.items():
+            own[name].copy_(tensor)

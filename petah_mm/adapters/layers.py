@@ -1,0 +1,117 @@
+"""Frozen ``nn.Linear`` / ``nn.Conv2d`` layers that carry a trainable factorized delta.
+
+An adapted layer *is* an ``nn.Linear`` / ``nn.Conv2d`` sharing the original ``weight`` and
+``bias`` Parameters under their original names. Pretrained checkpoints therefore load without
+key remapping, a merged model is a plain state dict once the ``adapter.*`` keys are dropped,
+and mmengine's layer-name based ``init_cfg`` (e.g. ``layer='Conv2d'``) only ever touches the
+frozen ``weight``/``bias``, never the adapter factors (which live in a child module that is
+neither a Linear nor a Conv2d).
+"""
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .factorizations import FACTORIZATIONS, Factorization
+
+
+class AdaptedLayerMixin:
+    """Merge / unmerge shared by the adapted Linear and Conv2d."""
+
+    adapter: Factorization
+    merged: bool
+
+    def _attach(self, base: Union[nn.Linear, nn.Conv2d], adapter_cfg: dict) -> None:
+        self.weight = base.weight
+        self.bias = base.bias
+        self.adapter = FACTORIZATIONS.build(dict(adapter_cfg, weight_shape=base.weight.shape))
+        self.adapter.to(device=base.weight.device, dtype=base.weight.dtype)
+        self.merged = False
+
+    def apply_kernel(self, x: torch.Tensor, kernel: torch.Tensor,
+                     bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged:
+            return self.apply_kernel(x, self.weight, self.bias)
+        if self.adapter.has_branch and self.supports_branch:
+            return self.apply_kernel(x, self.weight, self.bias) + self.adapter.branch(x, self)
+        return self.apply_kernel(x, self.weight + self.adapter.delta_weight(), self.bias)
+
+    @property
+    def supports_branch(self) -> bool:
+        return True
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Add ΔW into the frozen kernel, so inference costs exactly a plain layer."""
+        if self.merged:
+            raise RuntimeError(f'{type(self).__name__} is already merged; call unmerge() first '
+                               '(merging twice would add the delta twice)')
+        delta = self.adapter.delta_weight()
+        if not torch.isfinite(delta).all():
+            raise ValueError(f'refusing to merge a non-finite adapter delta into {type(self).__name__} '
+                             f'{tuple(self.weight.shape)}: the adapter weights contain NaN or Inf')
+        self.weight.add_(delta.to(self.weight.dtype))
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Subtract ΔW again, restoring the frozen kernel (up to float rounding)."""
+        if not self.merged:
+            raise RuntimeError(f'{type(self).__name__} is not merged; nothing to unmerge')
+        self.weight.sub_(self.adapter.delta_weight().to(self.weight.dtype))
+        self.merged = False
+
+
+class AdaptedLinear(AdaptedLayerMixin, nn.Linear):
+
+    def __init__(self, base: nn.Linear, adapter_cfg: dict):
+        super().__init__(base.in_features, base.out_features, bias=base.bias is not None, device='meta')
+        self._attach(base, adapter_cfg)
+
+    def apply_kernel(self, x, kernel, bias=None):
+        return F.linear(x, kernel, bias)
+
+
+class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
+    """Conv LoRA runs as conv(x, A) → 1×1 conv B beside the frozen conv.
+
+    A grouped convolution's kernel is adapted as the 2-D matrix (out, in/groups·k²) like any
+    other, but the two-conv branch does not exist for it, so it trains and runs through the
+    fused kernel W + ΔW, which is exactly what the merged layer computes.
+    """
+
+    def __init__(self, base: nn.Conv2d, adapter_cfg: dict):
+        super().__init__(
+            base.in_channels,
+            base.out_channels,
+            base.kernel_size,
+            stride=base.stride,
+            padding=base.padding,
+            dilation=base.dilation,
+            groups=base.groups,
+            bias=base.bias is not None,
+            padding_mode=base.padding_mode,
+            device='meta')
+        self._attach(base, adapter_cfg)
+
+    @property
+    def supports_branch(self) -> bool:
+        return self.groups == 1
+
+    def apply_kernel(self, x, kernel, bias=None):
+        return self._conv_forward(x, kernel, bias)
+
+
+ADAPTABLE_TYPES = {nn.Linear: AdaptedLinear, nn.Conv2d: AdaptedConv2d}
+
+
+def adapt_layer(name: str, layer: nn.Module, adapter_cfg: dict) -> AdaptedLayerMixin:
+    """Wrap one frozen layer; anything but a plain Linear/Conv2d is refused by name."""
+    if type(layer) not in ADAPTABLE_TYPES:
+        raise TypeError(f'cannot adapt module {name!r} of type {type(layer).__name__}: only plain '
+                        'nn.Linear and nn.Conv2d are supported; narrow the target patterns')
+    return ADAPTABLE_TYPES[type(layer)](layer, adapter_cfg)

@@ -1,0 +1,75 @@
+"""Task-adaptation methods by name: what each trains and which layers get which adapter.
+
+A method speaks in *target groups* (``attn``, ``mlp``, ``conv``); the backbone declares which
+of its modules form each group, so the same method applies to any backbone that declares them.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+from .factorizations import FACTORIZATIONS
+
+METHODS = ('frozen', 'full', 'attn_ft', 'lora_attn', 'lora_attn_mlp', 'petah')
+
+
+@dataclass(frozen=True)
+class AdapterPlan:
+    """What one method does to a backbone.
+
+    Attributes:
+        method: the method name, one of ``METHODS``.
+        train_all: every backbone parameter trains (full fine-tuning).
+        trainable_groups: target groups whose own weights train (attention fine-tuning).
+        adapters: target group -> factorization config injected into each matched layer.
+        norm_eval: keep BatchNorm running statistics frozen (eval mode) during training.
+    """
+    method: str
+    train_all: bool = False
+    trainable_groups: Tuple[str, ...] = ()
+    adapters: Dict[str, dict] = field(default_factory=dict)
+    norm_eval: bool = True
+
+    def describe(self) -> str:
+        parts = [f'{group}: {cfg["type"]} r={cfg["rank"]}' for group, cfg in self.adapters.items()]
+        if self.train_all:
+            parts.append('all backbone weights train')
+        parts += [f'{group}: weights train' for group in self.trainable_groups]
+        return f'{self.method} ({"; ".join(parts) or "backbone frozen"})'
+
+
+def build_plan(method: str,
+               rank: int = 8,
+               conv_rank: Optional[int] = None,
+               alpha: Optional[float] = None,
+               dropout: float = 0.,
+               factorization: str = 'lora') -> AdapterPlan:
+    """Turn the ``adapter=dict(...)`` config of a backbone into an :class:`AdapterPlan`.
+
+    ``rank`` is the rank of the linear (attention / MLP) adapters, ``conv_rank`` the rank of
+    the convolutional adapters of PETAH. A method ignores the ranks it does not use, so that
+    switching ``adapter.method`` alone on the command line works from any config.
+    """
+    if method not in METHODS:
+        raise ValueError(f'unknown adapter method {method!r}; choose one of {", ".join(METHODS)}')
+    if factorization not in FACTORIZATIONS:
+        raise ValueError(f'unknown adapter factorization {factorization!r}; registered: '
+                         f'{", ".join(sorted(FACTORIZATIONS.module_dict))}')
+
+    def adapter(r, key):
+        if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
+            raise ValueError(f'adapter.{key} must be a positive integer for method {method!r}, '
+                             f'got {r!r}')
+        return dict(type=factorization, rank=r, alpha=alpha, dropout=dropout)
+
+    if method == 'frozen':
+        return AdapterPlan(method)
+    if method == 'full':
+        return AdapterPlan(method, train_all=True, norm_eval=False)
+    if method == 'attn_ft':
+        return AdapterPlan(method, trainable_groups=('attn', ))
+    if method == 'lora_attn':
+        return AdapterPlan(method, adapters=dict(attn=adapter(rank, 'rank')))
+    if method == 'lora_attn_mlp':
+        return AdapterPlan(method, adapters=dict(attn=adapter(rank, 'rank'), mlp=adapter(rank, 'rank')))
+    if conv_rank is None:
+        raise ValueError("method 'petah' needs adapter.conv_rank (1 for PETAH-1, 2 for PETAH-2)")
+    return AdapterPlan(method, adapters=dict(attn=adapter(rank, 'rank'), conv=adapter(conv_rank, 'conv_rank')))

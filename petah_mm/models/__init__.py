@@ -1,0 +1,3 @@
+from .backbones import DenseEfficientFormer, PETAHEfficientFormer
+
+__all__ = ['DenseEfficientFormer', 'PETAHEfficientFormer']
