@@ -1,0 +1,3 @@
+from .toy_data import make_toy_ade20k, make_toy_classification, make_toy_coco
+
+__all__ = ['make_toy_coco', 'make_toy_ade20k', 'make_toy_classification']
