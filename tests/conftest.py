@@ -2,10 +2,6 @@ import pytest
 import torch
 
 
-def pytest_configure(config):
-    config.addinivalue_line('markers', 'slow: end-to-end runs of a minute or more (still run in CI)')
-
-
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     torch.manual_seed(0)

@@ -26,7 +26,7 @@ class AdaptedBackboneMixin:
     def setup_adapter(self, adapter: dict) -> None:
         self.adapter_cfg = dict(adapter)
         self.adapter_plan = build_plan(**adapter)
-        inject_adapters(self, self.adapter_targets, self.adapter_plan)
+        self.adapted_groups = inject_adapters(self, self.adapter_targets, self.adapter_plan)
         self.task_param_names = task_parameter_names(self, self.adapter_targets, self.adapter_plan)
         set_trainable(self, self.task_param_names)
         self.norm_eval = self.adapter_plan.norm_eval
@@ -39,6 +39,20 @@ class AdaptedBackboneMixin:
         if mode and self.norm_eval:
             freeze_batchnorm_stats(self)
         return self
+
+    def trainable_by_group(self) -> Dict[str, int]:
+        """Trainable parameters per adapter group, plus ``other`` (own weights that train).
+
+        Their sum is the paper's "#Params": what one task adds to the shared backbone, heads excluded.
+        """
+        group_of = {layer: group for group, layers in self.adapted_groups.items() for layer in layers}
+        counts = {group: 0 for group in self.adapted_groups}
+        counts['other'] = 0
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                layer = name.split('.adapter.')[0]
+                counts[group_of[layer] if '.adapter.' in name else 'other'] += param.numel()
+        return counts
 
     def reset_adapters(self) -> None:
         """Zero every delta again: identity with the frozen backbone, whatever ran before."""

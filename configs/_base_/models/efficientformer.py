@@ -1,0 +1,11 @@
+# EfficientFormer (v1) ImageNet-1k weights: the official checkpoints of mmpretrain's model zoo
+# (configs/efficientformer/metafile.yml). petah_mm loads them into PETAHEfficientFormer.
+ef_checkpoints = dict(
+    l1='https://download.openmmlab.com/mmclassification/v0/efficientformer/'
+    'efficientformer-l1_3rdparty_in1k_20220915-cc3e1ac6.pth',
+    l3='https://download.openmmlab.com/mmclassification/v0/efficientformer/'
+    'efficientformer-l3_3rdparty_in1k_20220915-466793d6.pth',
+    l7='https://download.openmmlab.com/mmclassification/v0/efficientformer/'
+    'efficientformer-l7_3rdparty_in1k_20220915-185e30af.pth')
+# Channels of the four stages (strides 4, 8, 16, 32), which the necks take as in_channels.
+ef_channels = dict(l1=[48, 96, 224, 448], l3=[64, 128, 320, 512], l7=[96, 192, 384, 768])

@@ -1,0 +1,6 @@
+# Cascade R-CNN with a PETAH-2 EfficientFormer-L1.
+_base_ = './cascade-rcnn_ef-l7-petah2_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(arch='l1', init_cfg=dict(checkpoint={{_base_.ef_checkpoints.l1}})),
+    neck=dict(in_channels={{_base_.ef_channels.l1}}))

@@ -1,0 +1,4 @@
+# Cascade R-CNN, EfficientFormer-L7: LoRA of rank 8 on the Meta3D attention linears.
+_base_ = './cascade-rcnn_ef-l7-petah2_fpn_1x_coco.py'
+
+model = dict(backbone=dict(adapter=dict(method='lora_attn', rank=8)))

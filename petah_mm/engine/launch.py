@@ -1,0 +1,61 @@
+"""What tools/train.py and tools/test.py share, for mmdet, mmseg and mmpretrain configs alike."""
+import os
+import os.path as osp
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+
+
+def apply_common_args(cfg: Config, config_path: str, args) -> Config:
+    """--launcher, --cfg-options and --work-dir, the way mmdet's tools apply them."""
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+    if args.launcher != 'none':
+        setup_cpu_distributed(cfg)
+    return cfg
+
+
+def setup_cpu_distributed(cfg: Config) -> None:
+    """Make ``torchrun`` training work without CUDA, which mmengine 0.10.7 cannot do alone.
+
+    mmengine's ``init_dist`` always calls ``torch.cuda.set_device`` and the Runner hands
+    ``device_ids=[LOCAL_RANK]`` to DDP, which refuses CPU modules. Initialising a gloo process
+    group first makes the Runner skip its own ``init_dist``; ``device_ids=None`` makes DDP
+    accept the CPU model. With CUDA available nothing changes.
+    """
+    if torch.cuda.is_available():
+        return
+    if cfg.launcher != 'pytorch':
+        raise RuntimeError(f'--launcher {cfg.launcher} needs CUDA here; on a CPU-only machine use '
+                           'tools/dist_train.sh (torchrun, --launcher pytorch) with the gloo backend')
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    # the Runner's own defaults, which a model_wrapper_cfg would otherwise drop
+    wrapper = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
+                   find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper.update(cfg.get('model_wrapper_cfg') or {})
+    cfg.model_wrapper_cfg = dict(wrapper, device_ids=None)
+
+
+def show_predictions(cfg: Config, show_dir: str = None, show: bool = False, wait_time: float = 2.) -> None:
+    """Switch on the library's visualization hook (mmdet/mmseg: ``draw``, mmpretrain: ``enable``)."""
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise KeyError(f'--show/--show-dir need default_hooks.visualization in the config '
+                       f'({cfg.filename}); the mmdet, mmseg and mmpretrain runtimes define it')
+    if hook['type'] == 'VisualizationHook':  # mmpretrain
+        hook.update(enable=True, show=show, wait_time=wait_time)
+        if show_dir:
+            hook['out_dir'] = show_dir
+    else:
+        hook.update(draw=True, show=show, wait_time=wait_time)
+        if show_dir:
+            hook['test_out_dir'] = show_dir
+    os.environ.setdefault('MPLBACKEND', 'Agg')

@@ -1,0 +1,94 @@
+"""The main job: train Cascade Mask R-CNN with a PETAH-2 EfficientFormer-L1 on toy COCO, on CPU.
+
+It generates the toy data if missing, trains (resuming if interrupted, skipping if the final
+checkpoint exists), evaluates COCO bbox and segm mAP, and writes a picture of the predictions.
+Everything lands in --work-dir: the checkpoint, ``metrics.json`` and ``predictions.png``.
+
+    .venv/bin/python tools/main_job.py [--work-dir work_dirs/main_job] [--cfg-options ...]
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import mmcv
+import numpy as np
+from mmdet.apis import inference_detector, init_detector
+from mmdet.visualization import DetLocalVisualizer
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+from petah_mm.datasets import make_toy_coco
+
+CONFIG = 'configs/toy/cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py'
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--config', default=CONFIG, help='a toy COCO detection config')
+    parser.add_argument('--work-dir', default='work_dirs/main_job', help='checkpoint, metrics and picture go here')
+    parser.add_argument('--data-root', default='data/toy_coco', help='toy COCO set; generated when missing')
+    parser.add_argument('--score-thr', type=float, default=0.3, help='lowest score drawn in the picture')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
+    return parser.parse_args()
+
+
+def load_config(args) -> Config:
+    cfg = Config.fromfile(args.config)
+    cfg.merge_from_dict(dict(args.cfg_options or {}))
+    data_root = args.data_root.rstrip('/') + '/'
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = data_root
+    for evaluator in ('val_evaluator', 'test_evaluator'):
+        cfg[evaluator].ann_file = data_root + 'annotations/instances_val2017.json'
+    cfg.work_dir = args.work_dir
+    return cfg
+
+
+def train_and_evaluate(cfg: Config) -> tuple:
+    """Train unless the final checkpoint exists, then evaluate it; returns (checkpoint, metrics)."""
+    final = Path(cfg.work_dir) / f'epoch_{cfg.train_cfg.max_epochs}.pth'
+    if final.exists():
+        print(f'[main job] reusing the trained checkpoint {final}')
+        cfg.load_from = str(final)
+        return final, Runner.from_cfg(cfg).test()
+    cfg.resume = True  # picks up the latest checkpoint of an interrupted run, if any
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return final, runner.test()
+
+
+def draw_predictions(cfg: Config, checkpoint: Path, out_file: Path, score_thr: float, count: int = 4) -> None:
+    """Predictions on the first validation images, side by side in one picture."""
+    model = init_detector(cfg, str(checkpoint), device='cpu')
+    visualizer = DetLocalVisualizer.get_instance('petah_main_job')
+    visualizer.dataset_meta = model.dataset_meta
+    image_dir = Path(cfg.test_dataloader.dataset.data_root) / cfg.test_dataloader.dataset.data_prefix.img
+    panels = []
+    for path in sorted(image_dir.glob('*.jpg'))[:count]:
+        image = mmcv.imread(str(path), channel_order='rgb')
+        visualizer.add_datasample(path.name, image, inference_detector(model, str(path)), draw_gt=False,
+                                  pred_score_thr=score_thr, show=False)
+        panels.append(visualizer.get_image())
+    mmcv.imwrite(np.concatenate(panels, axis=1)[..., ::-1], str(out_file))
+
+
+def main():
+    args = parse_args()
+    start = time.time()
+    info = make_toy_coco(args.data_root)
+    print(f'[main job] toy COCO data in {info["root"]} ({info["num_train_images"]} train / '
+          f'{info["num_val_images"]} val images)')
+    cfg = load_config(args)
+    checkpoint, metrics = train_and_evaluate(cfg)
+    work_dir = Path(cfg.work_dir)
+    (work_dir / 'metrics.json').write_text(json.dumps(metrics, indent=2))
+    draw_predictions(cfg, checkpoint, work_dir / 'predictions.png', args.score_thr)
+    print(f'[main job] done in {(time.time() - start) / 60:.1f} min')
+    print(f'[main job] bbox mAP {metrics["coco/bbox_mAP"]:.3f}, segm mAP {metrics["coco/segm_mAP"]:.3f} '
+          f'(all metrics: {work_dir / "metrics.json"})')
+    print(f'[main job] checkpoint {checkpoint}, picture {work_dir / "predictions.png"}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,58 @@
+"""Train a detector, segmentor or classifier from any petah_mm (mmdet/mmseg/mmpretrain) config.
+
+The config's ``default_scope`` decides the library, so one script serves all three, with
+mmdet's flags. Examples:
+    python tools/train.py configs/cascade_rcnn_ef_l7_petah2.py
+    python tools/train.py CONFIG --cfg-options model.backbone.adapter.method=lora_attn
+    bash tools/dist_train.sh CONFIG 8
+"""
+import argparse
+import os
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from petah_mm.engine import apply_common_args
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a model with a PETAH-adapted backbone')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument('--amp', action='store_true', help='enable automatic mixed precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the LR by the actual batch size over auto_scale_lr.base_batch_size')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from this checkpoint, or, without a path, from the latest '
+                        'checkpoint in the work directory')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. model.backbone.adapter.method=lora_attn')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main():
+    args = parse_args()
+    cfg = apply_common_args(Config.fromfile(args.config), args.config, args)
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise KeyError(f'--auto-scale-lr needs auto_scale_lr.base_batch_size in {args.config}')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
