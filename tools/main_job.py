@@ -1,6 +1,7 @@
 """The main job: train Cascade Mask R-CNN with a PETAH-2 EfficientFormer-L1 on toy COCO, on CPU.
 
-It generates the toy data if missing, trains (resuming if interrupted, skipping if the final
+It generates the toy data and the shared toy backbone (seeded random weights: nothing can be
+downloaded here) if missing, trains (resuming if interrupted, skipping if the final
 checkpoint exists), evaluates COCO bbox and segm mAP, and writes a picture of the predictions.
 Everything lands in --work-dir: the checkpoint, ``metrics.json`` and ``predictions.png``.
 
@@ -18,7 +19,7 @@ from mmdet.visualization import DetLocalVisualizer
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from petah_mm.datasets import make_toy_coco
+from petah_mm.datasets import make_toy_backbone, make_toy_coco
 
 CONFIG = 'configs/toy/cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py'
 
@@ -80,6 +81,7 @@ def main():
     print(f'[main job] toy COCO data in {info["root"]} ({info["num_train_images"]} train / '
           f'{info["num_val_images"]} val images)')
     cfg = load_config(args)
+    make_toy_backbone(cfg.model.backbone.init_cfg.checkpoint)
     checkpoint, metrics = train_and_evaluate(cfg)
     work_dir = Path(cfg.work_dir)
     (work_dir / 'metrics.json').write_text(json.dumps(metrics, indent=2))

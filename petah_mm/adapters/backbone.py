@@ -3,7 +3,8 @@
 ``AdaptedBackboneMixin`` goes in front of a backbone class that declares ``adapter_targets``
 and ``arch_name``. It injects the method's adapters at construction (before the optimizer and
 DDP see the parameters), freezes everything the method does not train, keeps BatchNorm
-statistics frozen where the method says so, re-zeroes the adapters after any ``init_cfg`` has
+statistics frozen where the method says so (as affine maps that keep no activations for
+backward), re-zeroes the adapters after any ``init_cfg`` has
 run, and reads and writes adapter files.
 """
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Dict, Sequence, Union
 import torch
 from mmengine.logging import print_log
 
-from ..utils import freeze_batchnorm_stats
+from ..utils import convert_frozen_batchnorm, freeze_batchnorm_stats
 from .injector import adapted_layers, inject_adapters, set_trainable, task_parameter_names
 from .io import check_adapter, fingerprint, read_adapter_file, write_adapter_file
 from .methods import build_plan
@@ -30,6 +31,7 @@ class AdaptedBackboneMixin:
         self.task_param_names = task_parameter_names(self, self.adapter_targets, self.adapter_plan)
         set_trainable(self, self.task_param_names)
         self.norm_eval = self.adapter_plan.norm_eval
+        convert_frozen_batchnorm(self)
         print_log(f'{type(self).__name__}({self.arch_name}): {self.adapter_plan.describe()}, '
                   f'{sum(p.numel() for p in self.parameters() if p.requires_grad):,} trainable '
                   'backbone parameters', logger='current')

@@ -1,3 +1,4 @@
+from .toy_backbone import make_toy_backbone
 from .toy_data import make_toy_ade20k, make_toy_classification, make_toy_coco
 
-__all__ = ['make_toy_coco', 'make_toy_ade20k', 'make_toy_classification']
+__all__ = ['make_toy_ade20k', 'make_toy_backbone', 'make_toy_classification', 'make_toy_coco']

@@ -1,4 +1,5 @@
-"""BatchNorm handling shared by backbones that freeze normalisation statistics."""
+"""BatchNorm handling for backbones whose normalisation statistics stay frozen."""
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -8,3 +9,37 @@ def freeze_batchnorm_stats(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, _BatchNorm):
             m.eval()
+
+
+class FrozenBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm2d that, in eval mode with frozen weights, is the affine map it reduces to.
+
+    ``F.batch_norm`` saves its input for the backward pass even when nothing about the norm
+    trains; that input is only needed for the (frozen) weight's gradient. ``x * scale + shift``
+    with constant scale and shift saves nothing, which removes one activation per norm from an
+    adapted backbone's training memory. Parameters, buffers and state-dict keys are the
+    original module's.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or self.weight.requires_grad or self.bias.requires_grad:
+            return super().forward(x)
+        with torch.no_grad():
+            scale = self.weight * (self.running_var + self.eps).rsqrt()
+            shift = self.bias - self.running_mean * scale
+        return torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
+
+
+def convert_frozen_batchnorm(module: nn.Module) -> int:
+    """Swap each affine ``nn.BatchNorm2d`` below ``module`` for a :class:`FrozenBatchNorm2d` twin."""
+    targets = [name for name, m in module.named_modules() if type(m) is nn.BatchNorm2d and m.affine
+               and m.track_running_stats]
+    for name in targets:
+        old = module.get_submodule(name)
+        new = FrozenBatchNorm2d(old.num_features, old.eps, old.momentum, device='meta')
+        new.weight, new.bias = old.weight, old.bias
+        for buffer in ('running_mean', 'running_var', 'num_batches_tracked'):
+            setattr(new, buffer, getattr(old, buffer))
+        new.train(old.training)
+        module.set_submodule(name, new)
+    return len(targets)
