@@ -1,4 +1,8 @@
-"""Imported by the distributed test's training processes (custom_imports): dump each rank's task weights."""
+"""Imported by the distributed test's training processes (custom_imports): dump each rank's trained weights.
+
+Only parameters: BatchNorm statistics are per process on CPU (no SyncBN there) and are
+broadcast from rank 0 at each forward, so they legitimately differ after the last one.
+"""
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -10,6 +14,5 @@ class DumpTaskStateHook(Hook):
 
     def after_run(self, runner):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        state = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith('backbone.')}
-        state.update({f'backbone.{k}': v for k, v in model.backbone.task_state_dict().items()})
+        state = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
         torch.save(state, f'{runner.work_dir}/task_state_rank{runner.rank}.pt')

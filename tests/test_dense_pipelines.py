@@ -62,8 +62,10 @@ def test_detection_train_resume_test(tmp_path):
     assert 'Epoch(train) [2]' in resumed and 'Epoch(train) [1]' not in resumed
     ckpt = torch.load(work / 'epoch_2.pth', map_location='cpu')  # weights_only: petah_mm's allow-list
     assert ckpt['meta']['epoch'] == 2 and ckpt['meta']['iter'] == 4
-    out = run('tools/test.py', config, work / 'epoch_2.pth', '--work-dir', tmp_path / 'test')
-    assert re.search(r'coco/bbox_mAP: -?\d', out) and re.search(r'coco/segm_mAP: -?\d', out)
+    # after 4 iterations no score passes the usual 0.05; keep every box so COCO eval has input
+    out = run('tools/test.py', config, work / 'epoch_2.pth', '--work-dir', tmp_path / 'test',
+              '--cfg-options', 'model.test_cfg.rcnn.score_thr=0.0')
+    assert re.search(r'coco/bbox_mAP: \d', out) and re.search(r'coco/segm_mAP: \d', out)
 
 
 @pytest.mark.slow
@@ -137,7 +139,7 @@ def test_dist_train_on_cpu_keeps_ranks_identical(tmp_path):
         env=dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()),
                  PYTHONPATH=f'{REPO / "tests"}:{os.environ.get("PYTHONPATH", "")}'))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert 'Distributed launcher: pytorch' in proc.stdout + proc.stderr or 'world_size: 2' in proc.stdout
+    assert 'Distributed training: True' in proc.stdout and 'GPU number: 2' in proc.stdout  # 2 gloo ranks
     ranks = [torch.load(work / f'task_state_rank{r}.pt') for r in (0, 1)]
     assert ranks[0].keys() == ranks[1].keys()
     for name in ranks[0]:

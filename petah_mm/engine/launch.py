@@ -27,7 +27,9 @@ def setup_cpu_distributed(cfg: Config) -> None:
     mmengine's ``init_dist`` always calls ``torch.cuda.set_device`` and the Runner hands
     ``device_ids=[LOCAL_RANK]`` to DDP, which refuses CPU modules. Initialising a gloo process
     group first makes the Runner skip its own ``init_dist``; ``device_ids=None`` makes DDP
-    accept the CPU model. With CUDA available nothing changes.
+    accept the CPU model. SyncBatchNorm only exists on GPUs, so on CPU it becomes per-process
+    BatchNorm whose buffers DDP broadcasts from rank 0 (ranks stay identical). With CUDA
+    available nothing changes.
     """
     if torch.cuda.is_available():
         return
@@ -37,11 +39,23 @@ def setup_cpu_distributed(cfg: Config) -> None:
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
-    # the Runner's own defaults, which a model_wrapper_cfg would otherwise drop
-    wrapper = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
+    cfg.model = replace_sync_batchnorm(cfg.model)
+    wrapper = dict(type='MMDistributedDataParallel', broadcast_buffers=True,
                    find_unused_parameters=cfg.get('find_unused_parameters', False))
     wrapper.update(cfg.get('model_wrapper_cfg') or {})
     cfg.model_wrapper_cfg = dict(wrapper, device_ids=None)
+
+
+def replace_sync_batchnorm(node):
+    """The same config with every SyncBN norm_cfg turned into BN."""
+    if isinstance(node, dict):
+        node = type(node)({k: replace_sync_batchnorm(v) for k, v in node.items()})
+        if node.get('type') in ('SyncBN', 'MMSyncBN'):
+            node['type'] = 'BN'
+        return node
+    if isinstance(node, (list, tuple)):
+        return type(node)(replace_sync_batchnorm(v) for v in node)
+    return node
 
 
 def show_predictions(cfg: Config, show_dir: str = None, show: bool = False, wait_time: float = 2.) -> None:
