@@ -1,0 +1,443 @@
+"""Sparse backbones: pruning, mask-preserving fine-tuning, Sparse-PETAH deployments, compact storage."""
+import json
+import pickle
+import re
+import runpy
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from petah_mm.adapters import adapted_layers
+from petah_mm.adapters.io import fingerprint
+from petah_mm.models import DenseEfficientFormer, PETAHEfficientFormer
+from petah_mm.sparse import (PreserveSparsityHook, SparseFileError, magnitude_masks, prunable_weights, prune_,
+                             read_checkpoint, read_packed, sparsity_by_kind, weight_kinds, write_checkpoint,
+                             write_packed)
+from petah_mm.sparse.storage import FORMAT, FORMAT_VERSION, pack_state_dict
+
+REPO = Path(__file__).resolve().parents[1]
+TRUNK = dict(arch='l1', out_indices=[3], reshape_last_feat=False)
+
+
+def tool(path):
+    return runpy.run_path(str(REPO / path))['main']
+
+
+@pytest.fixture(scope='module')
+def sparse_l1(tmp_path_factory):
+    """A 90%-sparse random EfficientFormer-L1 written by the pruning tool."""
+    path = tmp_path_factory.mktemp('sparse') / 'ef-l1-sparse90.pth'
+    tool('tools/model_converters/prune_efficientformer.py')(['--random-init', '--arch', 'l1', str(path)])
+    return path
+
+
+def sparse_backbone(ckpt, method):
+    backbone = PETAHEfficientFormer(adapter=dict(method=method, conv_rank=2), **TRUNK,
+                                    init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
+    backbone.init_weights()
+    return backbone
+
+
+def randomise_adapters(model, seed=1):
+    """Training-like adapter values instead of the zero-delta init."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if '.adapter.' in name:
+                param.copy_(torch.randn(param.shape, generator=g) * 0.02)
+    return model
+
+
+# ------------------------------------------------------------------------------------------- pruning
+
+
+def layers_of_many_scales():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 16, 1), nn.Linear(16, 32), nn.Linear(32, 4))
+    with torch.no_grad():
+        for scale, layer in zip((1., 0.1, 3., 0.5), model):
+            layer.weight.mul_(scale)
+    return model
+
+
+@pytest.mark.parametrize('sparsity', [0.9, 0.37])
+def test_masks_match_torch_prune(sparsity):
+    """Against torch.nn.utils.prune: the same entries go, per layer and globally."""
+    model = layers_of_many_scales()
+    weights = prunable_weights(model)
+    layer_masks = magnitude_masks(weights, sparsity, 'layer')
+    global_masks = magnitude_masks(weights, sparsity, 'global')
+    for index, layer in enumerate(model):
+        torch_prune.l1_unstructured(layer, 'weight', amount=sparsity)
+        assert torch.equal(layer_masks[f'{index}.weight'], layer.weight_mask.bool())
+    model = layers_of_many_scales()
+    torch_prune.global_unstructured([(layer, 'weight') for layer in model], torch_prune.L1Unstructured,
+                                    amount=sparsity)
+    for index, layer in enumerate(model):
+        assert torch.equal(global_masks[f'{index}.weight'], layer.weight_mask.bool())
+    assert not torch.equal(global_masks['1.weight'], layer_masks['1.weight'])  # scales differ: scopes differ
+
+
+def test_bad_pruning_arguments_are_refused():
+    weights = prunable_weights(layers_of_many_scales())
+    for sparsity in (1.0, -0.1):
+        with pytest.raises(ValueError, match=r'sparsity must lie in \[0, 1\)'):
+            magnitude_masks(weights, sparsity, 'layer')
+    with pytest.raises(ValueError, match="unknown pruning scope 'block'"):
+        magnitude_masks(weights, 0.5, 'block')
+
+
+def test_only_conv_and_linear_weights_are_pruned():
+    backbone = PETAHEfficientFormer(adapter=dict(method='frozen'), **TRUNK)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    weights = prune_(backbone, 0.9, 'layer')
+    assert not [name for name in weights if re.search(r'bias|norm|\.ls\d|attention_biases|bn', name)]
+    for name, tensor in backbone.state_dict().items():
+        if name in weights:
+            assert int((tensor == 0).sum()) == round(0.9 * tensor.numel())
+            assert torch.equal(tensor[tensor != 0], before[name][tensor != 0])
+        else:
+            assert torch.equal(tensor, before[name]), name
+    table = sparsity_by_kind(weights, weight_kinds(backbone))
+    assert list(table) == ['3x3 convs', '1x1 convs', 'attention linears', 'MLP linears', 'total']
+    assert table['total'][1] == sum(w.numel() for w in weights.values())
+    assert table['attention linears'][1] == sum(m.weight.numel() for n, m in backbone.named_modules()
+                                                if re.search(r'token_mixer\.(qkv|proj)$', n))
+
+
+def test_prune_tool_reads_any_layout_and_writes_a_loadable_checkpoint(tmp_path, capsys):
+    source = timm.create_model('efficientformer_l1', pretrained=False)
+    torch.save(source.state_dict(), tmp_path / 'timm.pth')
+    out = tmp_path / 'pruned.pth'
+    tool('tools/model_converters/prune_efficientformer.py')([str(tmp_path / 'timm.pth'), str(out), '--arch', 'l1'])
+    printed = capsys.readouterr().out
+    for kind in ('3x3 convs', '1x1 convs', 'attention linears', 'MLP linears', 'total'):
+        assert re.search(rf'^{kind}\s+[\d,]+\s+[\d,]+\s+90\.00%$', printed, re.M), printed
+    raw = torch.load(out, weights_only=True)
+    assert all(k.startswith('backbone.') for k in raw['state_dict'])
+    assert raw['meta']['pruning']['scope'] == 'layer' and raw['meta']['pruning']['sparsity'] == pytest.approx(0.9)
+
+    dense = DenseEfficientFormer(**TRUNK, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'timm.pth')))
+    dense.init_weights()
+    sparse = sparse_backbone(out, 'petah')
+    for name, weight in prunable_weights(sparse).items():
+        reference = dense.state_dict()[name]
+        kept = weight != 0
+        assert kept.float().mean().item() == pytest.approx(0.1, abs=1e-3), name
+        assert torch.equal(weight[kept], reference[kept])
+        assert reference.abs()[kept].min() >= reference.abs()[~kept].max()  # the largest magnitudes survive
+
+
+def test_prune_tool_wants_exactly_one_source(tmp_path):
+    main = tool('tools/model_converters/prune_efficientformer.py')
+    for argv in (['--arch', 'l1', str(tmp_path / 'out.pth')],
+                 ['src.pth', str(tmp_path / 'out.pth'), '--arch', 'l1', '--random-init']):
+        with pytest.raises(SystemExit, match='2'):
+            main(argv)
+    assert not (tmp_path / 'out.pth').exists()
+
+
+# ------------------------------------------------------------------------ mask-preserving fine-tuning
+
+
+class TinyClassifier(BaseModel):
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.embed_dims[-1], 3)
+
+    def forward(self, inputs, labels=None, mode='tensor'):
+        logits = self.head(self.backbone(inputs)[-1].mean(-1))
+        return dict(loss=F.cross_entropy(logits, labels)) if mode == 'loss' else logits
+
+
+def train(tmp_path, backbone, hooks, iters=3):
+    data = [dict(inputs=torch.randn(3, 64, 64), labels=torch.tensor(i % 3)) for i in range(2 * iters)]
+    runner = Runner(model=TinyClassifier(backbone), work_dir=str(tmp_path),
+                    train_dataloader=dict(dataset=data, batch_size=2, sampler=dict(type='DefaultSampler'),
+                                          collate_fn=dict(type='default_collate')),
+                    optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)),
+                    train_cfg=dict(by_epoch=False, max_iters=iters), custom_hooks=hooks,
+                    default_hooks=dict(checkpoint=None), default_scope='mmengine',
+                    experiment_name=tmp_path.name)
+    runner.train()
+    return runner
+
+
+@pytest.mark.parametrize('method', ['full', 'attn_ft'])
+@pytest.mark.parametrize('with_hook', [True, False])
+def test_fine_tuning_keeps_the_mask(sparse_l1, tmp_path, method, with_hook):
+    backbone = sparse_backbone(sparse_l1, method)
+    before = {name: w.detach().clone() for name, w in prunable_weights(backbone).items()}
+    runner = train(tmp_path, backbone, [dict(type='PreserveSparsityHook')] if with_hook else [])
+    optimizer = runner.optim_wrapper.optimizer
+    moved = []
+    for name, weight in prunable_weights(backbone).items():
+        pruned = before[name] == 0
+        if not weight.requires_grad:
+            assert torch.equal(weight, before[name]), f'frozen {name} changed'
+            continue
+        assert (weight[~pruned] != before[name][~pruned]).float().mean() > 0.9, f'{name} did not train'
+        moved.append(bool(weight[pruned].any()) or bool(optimizer.state[weight]['exp_avg'][pruned].any()))
+    assert moved and (not any(moved) if with_hook else all(moved))
+
+
+def test_hook_rezeroes_whatever_the_update_did_and_lets_go_after_training(sparse_l1):
+    backbone = sparse_backbone(sparse_l1, 'attn_ft')
+    runner = SimpleNamespace(model=nn.DataParallel(TinyClassifier(backbone)))  # unwrapped like DDP
+    hook = PreserveSparsityHook()
+    hook.before_train(runner)
+    weights = {name: w for name, w in prunable_weights(backbone).items() if w.requires_grad}
+    pruned = {name: w == 0 for name, w in weights.items()}
+    with torch.no_grad():
+        for weight in weights.values():
+            weight.add_(1.)  # an update that ignores the (masked) gradient
+    hook.after_train_iter(runner, 0)
+    assert all(not w[pruned[n]].any() and w[~pruned[n]].all() for n, w in weights.items())
+    hook.after_train(runner)
+    backbone(torch.randn(1, 3, 64, 64))[-1].sum().backward()
+    assert all(w.grad[pruned[n]].any() for n, w in weights.items()), 'gradients still masked after training'
+
+
+def test_hook_refuses_what_it_cannot_preserve(sparse_l1, build_ef):
+    def start(backbone, **kwargs):
+        PreserveSparsityHook(**kwargs).before_train(SimpleNamespace(model=TinyClassifier(backbone)))
+
+    with pytest.raises(ValueError, match='have no zero, so the loaded backbone is dense'):
+        start(build_ef('full', **TRUNK))
+    with pytest.raises(ValueError, match='no conv/linear weight of model.backbone .* trains'):
+        start(sparse_backbone(sparse_l1, 'petah'))
+    with pytest.raises(AttributeError, match="module='neck'"):
+        start(sparse_backbone(sparse_l1, 'full'), module='neck')
+
+
+# ------------------------------------------------------------------------------- Sparse-PETAH
+
+
+def test_merged_sparse_petah_kernels_are_dense(sparse_l1):
+    model = randomise_adapters(sparse_backbone(sparse_l1, 'petah')).eval()
+    weights = prunable_weights(model)
+    zeros = {name: w == 0 for name, w in weights.items()}
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        unmerged = model(x)[0]
+        model.merge_adapters()
+        merged = model(x)[0]
+    torch.testing.assert_close(merged, unmerged, rtol=1e-4, atol=1e-5)
+    adapted = {f'{name}.weight' for name in adapted_layers(model)}
+    kinds = weight_kinds(model)
+    assert {kinds[name] for name in weights if name not in adapted} == {'MLP linears'}
+    for name, weight in weights.items():
+        if name in adapted:
+            assert weight.count_nonzero() == weight.numel(), f'{name}: W + ΔW still has zeros'
+        else:
+            assert torch.equal(weight == 0, zeros[name])
+    model.unmerge_adapters()  # (0 + d) - d is exactly 0: the sparse base comes back with its mask
+    assert all(torch.equal(w == 0, zeros[name]) for name, w in weights.items())
+
+
+def test_unmerged_deployment_from_compact_base_and_adapter_file(sparse_l1, tmp_path):
+    trained = randomise_adapters(sparse_backbone(sparse_l1, 'petah')).eval()
+    base = {k: v for k, v in trained.state_dict().items() if k not in trained.task_state_dict()}
+    write_packed(tmp_path / 'base.safetensors', base)
+    trained.save_adapter(tmp_path / 'task.safetensors')
+
+    deployed = PETAHEfficientFormer(adapter=dict(method='petah', conv_rank=2), **TRUNK)
+    state, _ = read_packed(tmp_path / 'base.safetensors')
+    missing, unexpected = deployed.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) == set(deployed.task_state_dict())
+    deployed.load_adapter(tmp_path / 'task.safetensors')  # refuses unless the base is bit-identical
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(deployed.eval()(x)[0], trained(x)[0])
+
+
+def test_deployment_benchmark_runs(tmp_path):
+    tool('tools/analysis_tools/sparse_deployment.py')(
+        ['--arch', 'l1', '--size', '64', '--batch-sizes', '1', '2', '--warmup', '0', '--repeats', '1',
+         '--out-dir', str(tmp_path)])
+    report = json.loads((tmp_path / 'sparse_deployment.json').read_text())
+    sizes = report['sizes_bytes']
+    assert sizes['base_compact'] < 0.15 * sizes['base_dense']
+    assert sizes['merged_dense'] == pytest.approx(sizes['base_dense'], rel=0.01)
+    assert report['sparsity']['attention linears'] == dict(base=pytest.approx(0.9), merged=0.)
+    assert report['sparsity']['MLP linears']['merged'] == report['sparsity']['MLP linears']['base']
+    assert [row['batch'] for row in report['latency_ms']] == [1, 2] and report['max_abs_diff'] < 1e-4
+    assert '| merged | **dense checkpoint (.pth)** |' in (tmp_path / 'sparse_deployment.md').read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['sparse_deployment.json', 'sparse_deployment.md']
+
+
+# ----------------------------------------------------------------------------------- compact storage
+
+
+def awkward_state_dict():
+    g = torch.Generator().manual_seed(0)
+    sparse = torch.randn(64, 32, 3, 3, generator=g)
+    sparse[torch.rand(sparse.shape, generator=g) < 0.9] = 0.
+    sparse.view(-1)[:3] = torch.tensor([-0.0, float('nan'), float('-inf')])
+    return {
+        'conv.weight': sparse,
+        'dense.weight': torch.randn(16, 16, generator=g),
+        'half.weight': sparse.half(),
+        'bf16.weight': sparse.bfloat16(),
+        'double.weight': sparse.double()[:2],
+        'attention_bias_idxs': torch.zeros(49, 49, dtype=torch.int64),
+        'num_batches_tracked': torch.tensor(0),
+        'flags': torch.rand(100, generator=g) < 0.01,
+        'empty': torch.zeros(0, 3),
+        'odd_length': torch.zeros(13, dtype=torch.uint8),
+    }
+
+
+def assert_bitwise_equal(a, b):
+    assert list(a) == list(b)
+    for name in a:
+        assert (a[name].dtype, a[name].shape) == (b[name].dtype, b[name].shape), name
+        assert torch.equal(a[name].contiguous().view(-1).view(torch.uint8), b[name].view(-1).view(torch.uint8)), name
+
+
+def test_pack_unpack_is_bit_exact(tmp_path):
+    state = awkward_state_dict()
+    size = write_packed(tmp_path / 'sd.safetensors', state, dict(arch='l1', sparsity=0.9))
+    assert size == (tmp_path / 'sd.safetensors').stat().st_size
+    restored, meta = read_packed(tmp_path / 'sd.safetensors')
+    assert_bitwise_equal(state, restored)
+    assert meta == dict(arch='l1', sparsity=0.9)
+    with safe_open(str(tmp_path / 'sd.safetensors'), 'pt') as f:
+        stored = set(f.keys())
+    assert {'values/conv.weight', 'mask/conv.weight', 'mask/attention_bias_idxs', 'dense/dense.weight',
+            'dense/empty'} <= stored
+    assert 'dense/conv.weight' not in stored
+
+
+def test_pack_size_is_values_plus_one_bit_per_entry():
+    weight = torch.randn(1000, 1000)
+    weight[torch.rand(weight.shape) < 0.9] = 0.
+    tensors, layout = pack_state_dict({'w': weight})
+    assert layout == {'w': dict(shape=[1000, 1000], dtype='float32')}
+    assert tensors['values/w'].numel() == weight.count_nonzero()
+    assert tensors['mask/w'].numel() == 1000 * 1000 // 8
+
+
+def corrupt(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def test_broken_files_are_refused_with_the_reason(tmp_path):
+    good = tmp_path / 'good.safetensors'
+    write_packed(good, awkward_state_dict())
+    data = good.read_bytes()
+    header_end = 8 + int.from_bytes(data[:8], 'little')
+    flipped = bytearray(data)
+    flipped[header_end + 100] ^= 0xFF
+    cases = {
+        'does not exist': tmp_path / 'missing.safetensors',
+        'truncated or corrupt': corrupt(tmp_path / 'cut.safetensors', data[:-50]),
+        'checksum mismatch': corrupt(tmp_path / 'flipped.safetensors', bytes(flipped)),
+    }
+    for reason, path in cases.items():
+        with pytest.raises(SparseFileError, match=reason):
+            read_packed(path)
+
+    save_file({'w': torch.zeros(2)}, str(tmp_path / 'other.safetensors'), metadata=dict(format='something'))
+    with pytest.raises(SparseFileError, match="not a petah_mm sparse checkpoint .*'something'"):
+        read_packed(tmp_path / 'other.safetensors')
+
+    tensors, layout = pack_state_dict({'w': torch.tensor([0., 1., 0., 2.])})
+    for version, values in (('2', tensors['values/w']), (FORMAT_VERSION, torch.tensor([1.]))):
+        forged = dict(tensors, **{'values/w': values})
+        save_file(forged, str(tmp_path / 'forged.safetensors'),
+                  metadata=dict(format=FORMAT, format_version=version, tensors=json.dumps(layout), meta='{}',
+                                checksum=fingerprint(forged.items())))
+        with pytest.raises(SparseFileError, match="version '2'" if version == '2' else "tensor 'w'.*do not fit"):
+            read_packed(tmp_path / 'forged.safetensors')
+
+
+class Payload:
+    """Unpickling it creates a file: evidence that something ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker, ))
+
+
+def test_pickles_are_never_unpickled(tmp_path):
+    marker = tmp_path / 'unpickled'
+    (tmp_path / 'evil.safetensors').write_bytes(pickle.dumps({'w': Payload(marker)}))
+    with pytest.raises(SparseFileError, match='not a readable safetensors file'):
+        read_packed(tmp_path / 'evil.safetensors')
+    assert not marker.exists()
+
+
+def test_meta_must_be_json(tmp_path):
+    with pytest.raises(ValueError, match='meta is not JSON-serializable'):
+        write_packed(tmp_path / 'x.safetensors', {'w': torch.zeros(3)}, dict(when=object()))
+    assert not list(tmp_path.iterdir())
+
+
+def test_pack_tool_round_trip(sparse_l1, tmp_path, capsys):
+    state, meta, _ = read_checkpoint(sparse_l1)
+    training = tmp_path / 'training.pth'
+    torch.save(dict(state_dict=state, meta=meta, optimizer=dict(state={})), training)
+    main = tool('tools/model_converters/sparse_pack.py')
+    main(['pack', str(training), str(tmp_path / 'packed.safetensors')])
+    main(['unpack', str(tmp_path / 'packed.safetensors'), str(tmp_path / 'unpacked.pth')])
+    printed = capsys.readouterr().out
+    assert 'not packed (training state, not weights): optimizer' in printed
+    packed_size = (tmp_path / 'packed.safetensors').stat().st_size
+    assert packed_size < 0.15 * sparse_l1.stat().st_size
+    restored, restored_meta, others = read_checkpoint(tmp_path / 'unpacked.pth')
+    assert_bitwise_equal(state, restored)
+    assert restored_meta == meta and others == []
+
+
+def test_write_checkpoint_is_what_read_checkpoint_reads(tmp_path):
+    state = {'backbone.w': torch.arange(4.)}
+    write_checkpoint(tmp_path / 'c.pth', state, dict(note='x'))
+    assert read_checkpoint(tmp_path / 'c.pth')[1] == dict(note='x')
+    torch.save(dict(state_dict=dict(w=torch.zeros(1), step=3)), tmp_path / 'bad.pth')
+    with pytest.raises(ValueError, match=r"'state_dict' holds non-tensor entries \['step'\]"):
+        read_checkpoint(tmp_path / 'bad.pth')
+
+
+# ------------------------------------------------------------------------------------------ configs
+
+SPARSE_CONFIGS = sorted((REPO / 'configs' / 'sparse').rglob('*.py'))
+METHODS = {'petah2': dict(method='petah', conv_rank=2), 'petah1': dict(method='petah', conv_rank=1),
+           'lora-attn-r8': dict(method='lora_attn', rank=8), 'full': dict(method='full'),
+           'attn-ft': dict(method='attn_ft'), 'frozen': dict(method='frozen')}
+
+
+@pytest.mark.parametrize('path', SPARSE_CONFIGS, ids=lambda p: p.name)
+def test_sparse_configs(path):
+    cfg = Config.fromfile(str(path))
+    backbone = cfg.model.backbone
+    assert backbone.type == 'PETAHEfficientFormer' and backbone.arch == 'l7'
+    assert backbone.init_cfg == dict(type='Pretrained', checkpoint='checkpoints/ef-l7-sparse90.pth')
+    assert 'petah_mm.sparse' in cfg.custom_imports['imports']
+    method = re.search(r'ef-l7-sparse90-([a-z0-9-]+?)_', path.name).group(1)
+    assert {key: backbone.adapter[key] for key in METHODS[method]} == METHODS[method]
+    hooks = [hook['type'] for hook in cfg.get('custom_hooks', [])]
+    assert hooks == (['PreserveSparsityHook'] if backbone.adapter.method in ('full', 'attn_ft') else [])
+
+
+def test_there_are_sparse_configs_for_each_dense_task():
+    names = {p.name for p in SPARSE_CONFIGS}
+    for method in METHODS:
+        assert f'cascade-mask-rcnn_ef-l7-sparse90-{method}_fpn_1x_coco.py' in names
+        assert f'fpn_ef-l7-sparse90-{method}_8xb4-40k_ade20k-512x512.py' in names
