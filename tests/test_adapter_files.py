@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 
 from petah_mm.adapters import AdapterFileError, adapted_layers
-from petah_mm.adapters.io import read_adapter_file, write_adapter_file
+from petah_mm.adapters.io import read_tensor_file, write_tensor_file
 
 
 def trained(model, seed=1):
@@ -58,7 +58,7 @@ def test_roundtrip_restores_outputs_and_metadata(pair, tmp_path):
 def test_only_adapter_tensors_are_saved(pair, tmp_path):
     source, _ = pair
     source.save_adapter(tmp_path / 'a.safetensors')
-    tensors, _ = read_adapter_file(tmp_path / 'a.safetensors')
+    tensors, _ = read_tensor_file(tmp_path / 'a.safetensors')
     assert all('.adapter.lora_' in name for name in tensors)
     assert len(tensors) == 2 * len(adapted_layers(source))
 
@@ -93,9 +93,9 @@ def test_different_frozen_weights(pair, tmp_path):
 
 
 def rewrite(path, out, edit):
-    tensors, meta = read_adapter_file(path)
+    tensors, meta = read_tensor_file(path)
     edit(tensors)
-    write_adapter_file(out, tensors, meta)
+    write_tensor_file(out, tensors, meta)
 
 
 def test_missing_extra_and_misshapen_tensors(pair, tmp_path):

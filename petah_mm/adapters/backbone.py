@@ -15,7 +15,7 @@ from mmengine.logging import print_log
 
 from ..utils import convert_frozen_batchnorm, freeze_batchnorm_stats
 from .injector import adapted_layers, inject_adapters, set_trainable, task_parameter_names
-from .io import check_adapter, fingerprint, read_adapter_file, write_adapter_file
+from .io import check_adapter, fingerprint, read_tensor_file, write_tensor_file
 from .methods import build_plan
 
 
@@ -23,6 +23,9 @@ class AdaptedBackboneMixin:
     #: target group -> regexes over module names; each backbone declares its own
     adapter_targets: Dict[str, Sequence[str]]
     arch_name: str
+    #: state-dict prefixes of frozen modules that differ between tasks (e.g. output norms),
+    #: which therefore belong to each task, not to the shared weights
+    task_owned_prefixes: Sequence[str] = ()
 
     def setup_adapter(self, adapter: dict) -> None:
         self.adapter_cfg = dict(adapter)
@@ -77,16 +80,21 @@ class AdaptedBackboneMixin:
         """The tensors one task owns: trained parameters, plus BatchNorm statistics if they train."""
         state = self.state_dict()
         names = set(self.task_param_names)
-        if not self.adapter_plan.norm_eval:
+        if not self.norm_eval:
             names |= {name for name, _ in self.named_buffers() if name in state}
         return {name: state[name] for name in sorted(names)}
+
+    def shared_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The frozen weights every task on this backbone shares: what is stored once on a device."""
+        task = self.task_state_dict().keys()
+        return {name: t for name, t in self.state_dict().items()
+                if name not in task and not name.startswith(tuple(self.task_owned_prefixes))}
 
     def frozen_fingerprint(self) -> str:
         if self.is_merged:
             raise RuntimeError('adapters are merged into the frozen weights; call unmerge_adapters() '
                                'before saving, loading or fingerprinting an adapter')
-        task = self.task_state_dict().keys()
-        return fingerprint((name, t) for name, t in self.state_dict().items() if name not in task)
+        return fingerprint(self.shared_state_dict().items())
 
     def adapter_metadata(self) -> dict:
         return dict(
@@ -101,12 +109,12 @@ class AdaptedBackboneMixin:
     def save_adapter(self, path: Union[str, Path]) -> int:
         """Write this task's backbone tensors as safetensors; returns the file size in bytes."""
         meta = dict(self.adapter_metadata(), frozen_fingerprint=self.frozen_fingerprint())
-        return write_adapter_file(path, self.task_state_dict(), meta)
+        return write_tensor_file(path, self.task_state_dict(), meta)
 
     @torch.no_grad()
     def load_adapter(self, path: Union[str, Path]) -> None:
         """Apply an adapter file, or raise before touching any weight."""
-        tensors, meta = read_adapter_file(path)
+        tensors, meta = read_tensor_file(path)
         own = self.task_state_dict()
         check_adapter(path, tensors, meta, self.adapter_metadata(), own, self.frozen_fingerprint())
         for name, tensor in tensors.items():

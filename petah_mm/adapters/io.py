@@ -17,8 +17,9 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from ..utils import atomic_write
 
-FORMAT = 'petah_mm.adapter'
 FORMAT_VERSION = '1'
+#: what a petah_mm safetensors file holds: an adapter, a task's own tensors, or shared weights
+KINDS = ('adapter', 'task', 'backbone')
 #: metadata keys that must agree between a file and the model it is loaded into
 CHECKED_KEYS = ('backbone', 'arch', 'method', 'adapters')
 
@@ -37,11 +38,12 @@ def fingerprint(tensors: Iterable[Tuple[str, torch.Tensor]]) -> str:
     return digest.hexdigest()[:16]
 
 
-def write_adapter_file(path: Union[str, Path], tensors: Dict[str, torch.Tensor],
-                       metadata: Dict[str, object]) -> int:
+def write_tensor_file(path: Union[str, Path], tensors: Dict[str, torch.Tensor], metadata: Dict[str, object],
+                      kind: str = 'adapter') -> int:
     """Write atomically; returns the file size in bytes."""
+    assert kind in KINDS, kind
     header = {key: json.dumps(value) for key, value in metadata.items()}
-    header.update(format=FORMAT, format_version=FORMAT_VERSION)
+    header.update(format=f'petah_mm.{kind}', format_version=FORMAT_VERSION)
     data = save_safetensors_bytes({k: v.detach().to('cpu').contiguous() for k, v in tensors.items()},
                                   metadata=header)
     with atomic_write(path) as f:
@@ -49,11 +51,11 @@ def write_adapter_file(path: Union[str, Path], tensors: Dict[str, torch.Tensor],
     return len(data)
 
 
-def read_adapter_file(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str, object]]:
+def read_tensor_file(path: Union[str, Path], kind: str = 'adapter') -> Tuple[Dict[str, torch.Tensor], Dict[str, object]]:
     """Parse and validate the container; the content checks are :func:`check_adapter`'s job."""
-    path = Path(path)
+    path, expected = Path(path), f'petah_mm.{kind}'
     if not path.is_file():
-        raise AdapterFileError(f'adapter file {str(path)!r} does not exist')
+        raise AdapterFileError(f'{kind} file {str(path)!r} does not exist')
     data = path.read_bytes()
     try:
         tensors = load_safetensors_bytes(data)
@@ -61,12 +63,12 @@ def read_adapter_file(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], 
         raw_meta = json.loads(data[8:8 + header_len]).get('__metadata__') or {}
     except (SafetensorError, ValueError, UnicodeDecodeError) as e:
         raise AdapterFileError(f'{path}: not a readable safetensors file ({e}); the file is truncated '
-                               'or corrupt, export the adapter again') from e
-    if raw_meta.get('format') != FORMAT:
-        raise AdapterFileError(f'{path}: not a petah_mm adapter file (metadata format='
-                               f'{raw_meta.get("format")!r}, expected {FORMAT!r})')
+                               f'or corrupt, export the {kind} again') from e
+    if raw_meta.get('format') != expected:
+        raise AdapterFileError(f'{path}: not a petah_mm {kind} file (metadata format='
+                               f'{raw_meta.get("format")!r}, expected {expected!r})')
     if raw_meta.get('format_version') != FORMAT_VERSION:
-        raise AdapterFileError(f'{path}: adapter format version {raw_meta.get("format_version")!r} is '
+        raise AdapterFileError(f'{path}: {kind} format version {raw_meta.get("format_version")!r} is '
                                f'not supported by this petah_mm (reads version {FORMAT_VERSION})')
     meta = {key: json.loads(value) for key, value in raw_meta.items()
             if key not in ('format', 'format_version')}
@@ -86,6 +88,11 @@ def check_adapter(path, tensors: Dict[str, torch.Tensor], meta: Dict[str, object
         raise AdapterFileError(f'{path}: the adapter was trained on different frozen weights (fingerprint '
                                f'{meta.get("frozen_fingerprint")}, this backbone has {frozen_fingerprint}); '
                                'load the same pretrained checkpoint before the adapter')
+    check_tensors(path, tensors, own)
+
+
+def check_tensors(path, tensors: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor]) -> None:
+    """Same names and shapes as the model's, or :class:`AdapterFileError` naming the difference."""
     missing, extra = sorted(own.keys() - tensors.keys()), sorted(tensors.keys() - own.keys())
     if missing or extra:
         raise AdapterFileError(f'{path}: tensor names differ from the model: missing {missing[:5]}'

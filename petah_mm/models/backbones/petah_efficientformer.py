@@ -31,6 +31,11 @@ class PETAHEfficientFormer(AdaptedBackboneMixin, DenseEfficientFormer):
         self._freeze_stages()  # frozen_stages freezes whole stages, adapters included
 
     @property
+    def task_owned_prefixes(self) -> List[str]:
+        """Output norms: fresh GroupNorms for dense tasks, the pretrained LayerNorm for classification."""
+        return [f'norm{i}.' for i in self.out_indices]
+
+    @property
     def adapter_targets(self) -> Dict[str, List[str]]:
         """Attention and MLP linears of the Meta3D blocks; every convolution (stem, downsamples, Meta4D MLPs)."""
         meta3d = [re.escape(name) for name, m in self.named_modules() if isinstance(m, Meta3D)]
