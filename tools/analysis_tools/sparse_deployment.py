@@ -118,9 +118,9 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out-dir', type=Path, default=Path('work_dirs/sparse_deployment'))
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0:
-        parser.error('--repeats must be >= 1 and --warmup >= 0')
-    if args.threads:
+    if args.repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        parser.error('--repeats and --threads must be >= 1, --warmup >= 0')
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
