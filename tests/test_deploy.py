@@ -1,0 +1,164 @@
+"""Release and deployment: published checkpoints, task packages, merged exports, multi-task serving."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.logging.history_buffer import HistoryBuffer
+
+from petah_mm.adapters import AdapterFileError
+from petah_mm.datasets import make_toy_backbone, make_toy_coco
+from petah_mm.deploy import (MultiTaskModel, build_task_model, export_merged, export_shared_backbone,
+                             export_task_package, load_task_package, predict, publish_checkpoint)
+from petah_mm.models import PETAHEfficientFormer
+
+REPO = Path(__file__).resolve().parents[1]
+TOY_CONFIGS = dict(
+    det='configs/toy/cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py',
+    seg='configs/toy/fpn_ef-l1-petah2_toy-ade20k.py',
+    cls='configs/toy/ef-l1-petah2_toy-cls.py')
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp('deploy')
+    image = Path(make_toy_coco(root / 'coco', num_train=1, num_val=1)['val_img_dir']) / '000000000001.jpg'
+    return root, make_toy_backbone(root / 'toy_backbone.pth'), image
+
+
+def trained_model(task, backbone_ckpt, seed=0):
+    """A task model on the shared toy backbone, with random values standing in for training."""
+    cfg = Config.fromfile(REPO / TOY_CONFIGS[task])
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(backbone_ckpt))
+    model = build_task_model(cfg)
+    model.init_weights()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.backbone.named_parameters():
+            if '.adapter.' in name:
+                param.copy_(torch.randn(param.shape, generator=g) * 0.05)
+    return cfg, model.eval()
+
+
+def outputs(sample):
+    """The tensors a task predicts, whatever the library."""
+    if 'pred_instances' in sample:
+        return [sample.pred_instances.bboxes, sample.pred_instances.scores]
+    if 'seg_logits' in sample:
+        return [sample.seg_logits.data]
+    return [sample.pred_score]
+
+
+def assert_same(a, b, exact=True):
+    for x, y in zip(outputs(a), outputs(b)):
+        if exact:
+            assert torch.equal(x, y)
+        else:
+            torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-4)
+
+
+def test_publish_strips_training_state_and_names_by_sha256(tmp_path):
+    buffer = HistoryBuffer()
+    buffer.update(1.0)
+    ckpt = dict(meta=dict(epoch=12), state_dict=dict(w=torch.ones(3)), optimizer=dict(state={}),
+                message_hub=dict(log_scalars=dict(loss=buffer)), param_schedulers=[])
+    torch.save(ckpt, tmp_path / 'epoch_12.pth')
+    out = publish_checkpoint(tmp_path / 'epoch_12.pth', tmp_path / 'cascade-rcnn_ef-l7-petah2.pth')
+    import hashlib
+    assert out.name == f'cascade-rcnn_ef-l7-petah2-{hashlib.sha256(out.read_bytes()).hexdigest()[:8]}.pth'
+    published = torch.load(out, weights_only=True)
+    assert set(published) == {'meta', 'state_dict'} and published['meta'] == {'epoch': 12}
+    with pytest.raises(KeyError, match='no .*ema'):
+        publish_checkpoint(tmp_path / 'epoch_12.pth', tmp_path / 'x.pth', save_keys=['ema'])
+
+
+def test_l7_petah2_adapter_is_under_1_9_mb(tmp_path):
+    backbone = PETAHEfficientFormer(arch='l7', adapter=dict(method='petah', conv_rank=2))
+    size = backbone.save_adapter(tmp_path / 'adapter.safetensors')
+    assert size <= 1.9e6, f'{size / 1e6:.2f} MB'
+    assert size >= 450_934 * 4  # every fp32 adapter parameter is in it
+
+
+@pytest.mark.parametrize('task', ['det', 'seg', 'cls'])
+def test_task_package_roundtrip(workspace, task, tmp_path):
+    root, backbone_ckpt, image = workspace
+    cfg, model = trained_model(task, backbone_ckpt)
+    sizes = export_task_package(model, cfg, tmp_path / task)
+    assert sorted(p.name for p in (tmp_path / task).iterdir()) == ['adapter.safetensors', 'config.py',
+                                                                    'task.safetensors']
+    assert sizes['adapter'] == (tmp_path / task / 'adapter.safetensors').stat().st_size
+    export_shared_backbone(model, tmp_path / 'backbone.safetensors')
+    loaded = load_task_package(tmp_path / task, tmp_path / 'backbone.safetensors')
+    assert_same(predict(loaded, image), predict(model, image))
+    with pytest.raises(FileExistsError):
+        export_task_package(model, cfg, tmp_path / task)
+
+
+def test_package_refuses_another_backbone(workspace, tmp_path):
+    root, backbone_ckpt, _ = workspace
+    cfg, model = trained_model('seg', backbone_ckpt)
+    export_task_package(model, cfg, tmp_path / 'seg')
+    _, other = trained_model('seg', make_toy_backbone(tmp_path / 'other.pth', seed=1))
+    export_shared_backbone(other, tmp_path / 'other.safetensors')
+    with pytest.raises(AdapterFileError, match='different frozen weights'):
+        load_task_package(tmp_path / 'seg', tmp_path / 'other.safetensors')
+
+
+def test_merged_classifier_loads_into_plain_mmpretrain_without_petah_mm(workspace, tmp_path):
+    root, backbone_ckpt, image = workspace
+    cfg, model = trained_model('cls', backbone_ckpt)
+    out = export_merged(model, cfg, tmp_path / 'merged_cls.pth')
+    script = f"""
+import torch, sys
+from mmengine.config import Config
+from mmengine.registry import MODELS, DefaultScope
+cfg = Config.fromfile({str(out.with_suffix('.py'))!r})
+assert 'petah_mm' not in sys.modules and cfg.model.backbone.type == 'mmpretrain.EfficientFormer'
+with DefaultScope.overwrite_default_scope('mmpretrain'):
+    model = MODELS.build(cfg.model).eval()
+state = torch.load({str(out)!r}, weights_only=True)['state_dict']
+model.load_state_dict(state, strict=True)
+x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)
+torch.save(model(x, mode='tensor'), {str(tmp_path / 'plain.pt')!r})
+assert 'petah_mm' not in sys.modules
+"""
+    x = torch.randn(2, 3, 224, 224)  # mmpretrain's EfficientFormer only runs at 224x224
+    torch.save(x, tmp_path / 'x.pt')
+    proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with torch.no_grad():
+        expected = model(x, mode='tensor')
+    torch.testing.assert_close(torch.load(tmp_path / 'plain.pt'), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_merged_detector_equals_unmerged(workspace, tmp_path):
+    root, backbone_ckpt, image = workspace
+    cfg, model = trained_model('det', backbone_ckpt)
+    out = export_merged(model, cfg, tmp_path / 'merged_det.pth')
+    plain_cfg = Config.fromfile(out.with_suffix('.py'))
+    assert plain_cfg.model.backbone.type == 'DenseEfficientFormer'
+    plain = build_task_model(plain_cfg)
+    plain.load_state_dict(torch.load(out, weights_only=True)['state_dict'], strict=True)
+    assert_same(predict(plain, image), predict(model, image), exact=False)
+
+
+@pytest.mark.parametrize('mode', ['routing', 'merge'])
+def test_multitask_outputs_equal_each_task_alone(workspace, tmp_path, mode):
+    root, backbone_ckpt, image = workspace
+    packages = {}
+    for seed, task in enumerate(TOY_CONFIGS):
+        cfg, model = trained_model(task, backbone_ckpt, seed=seed)
+        export_task_package(model, cfg, tmp_path / task)
+        packages[task] = tmp_path / task
+    export_shared_backbone(model, tmp_path / 'backbone.safetensors')
+    alone = {task: predict(load_task_package(p, tmp_path / 'backbone.safetensors'), image)
+             for task, p in packages.items()}
+    served = MultiTaskModel(tmp_path / 'backbone.safetensors', packages, mode=mode)
+    first, *others = served.models.values()
+    for other in others:  # one copy of the shared weights in memory
+        assert other.backbone.patch_embed[0].conv.weight is first.backbone.patch_embed[0].conv.weight
+    for _ in range(2):  # switch back and forth
+        for task in packages:
+            assert_same(served.predict(task, image), alone[task], exact=mode == 'routing')

@@ -1,0 +1,33 @@
+"""Merge a task's adapters into the backbone kernels and write a plain checkpoint.
+
+    python tools/deployment/export_merged.py CONFIG CHECKPOINT OUT.pth
+
+Writes ``OUT.pth`` (``state_dict`` only, no adapter keys) and ``OUT.py``, an adapter-free
+config: mmpretrain's own ``EfficientFormer`` for a 224x224 classifier (no petah_mm needed),
+``DenseEfficientFormer`` (mmpretrain's key layout, any input size) for detection and
+segmentation. The merged model costs exactly what the plain backbone costs.
+"""
+import argparse
+
+from mmengine.config import Config
+from mmengine.runner import load_checkpoint
+
+from petah_mm.deploy import build_task_model, export_merged
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='the config the checkpoint was trained with')
+    parser.add_argument('checkpoint', help='a trained (or published) checkpoint')
+    parser.add_argument('out', help='merged checkpoint to write (.pth); its config goes next to it (.py)')
+    args = parser.parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.model.backbone.init_cfg = None
+    model = build_task_model(cfg)
+    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    out = export_merged(model, cfg, args.out)
+    print(f'merged checkpoint {out} ({out.stat().st_size / 1e6:.1f} MB), config {out.with_suffix(".py")}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,39 @@
+"""Export a trained task as a package: its backbone adapter, its own weights and its config.
+
+    python tools/deployment/export_task.py CONFIG CHECKPOINT OUT_DIR [--backbone backbone.safetensors]
+
+The package holds ``adapter.safetensors`` (what the task changes in the shared backbone),
+``task.safetensors`` (neck, heads, output norms) and ``config.py``. ``--backbone`` also writes
+the shared frozen weights, which every task on the device uses once. Sizes are printed.
+"""
+import argparse
+
+from mmengine.config import Config
+from mmengine.runner import load_checkpoint
+
+from petah_mm.deploy import build_task_model, export_shared_backbone, export_task_package
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='the config the checkpoint was trained with')
+    parser.add_argument('checkpoint', help='a trained (or published) checkpoint')
+    parser.add_argument('out_dir', help='package directory to create')
+    parser.add_argument('--backbone', help='also write the shared frozen backbone weights to this file')
+    args = parser.parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.model.backbone.init_cfg = None  # every backbone weight comes from the checkpoint
+    model = build_task_model(cfg)
+    checkpoint = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    sizes = export_task_package(model, cfg, args.out_dir, checkpoint.get('meta', {}).get('dataset_meta'))
+    backbone = model.backbone
+    print(f'{args.out_dir}: {backbone.adapter_plan.describe()}')
+    for name, size in sizes.items():
+        print(f'  {name + ".safetensors" if name != "config" else "config.py":<22}{size / 1e6:9.3f} MB')
+    if args.backbone:
+        size = export_shared_backbone(model, args.backbone)
+        print(f'shared backbone {args.backbone}: {size / 1e6:.1f} MB (stored once for all tasks)')
+
+
+if __name__ == '__main__':
+    main()

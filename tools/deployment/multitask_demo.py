@@ -1,0 +1,71 @@
+"""One process, one copy of the frozen backbone, several tasks on the same image.
+
+    python tools/deployment/multitask_demo.py --backbone backbone.safetensors \
+        --task det=packages/det --task seg=packages/seg --task cls=packages/cls \
+        --image demo.jpg --mode merge --out-dir work_dirs/multitask
+
+Each task's prediction is drawn to OUT_DIR/<task>.png; the time of every switch and inference
+and the memory the tasks share are printed.
+"""
+import argparse
+import time
+from pathlib import Path
+
+import mmcv
+from mmengine.registry import VISUALIZERS, DefaultScope
+
+from petah_mm.deploy import MultiTaskModel
+from petah_mm.deploy.multitask import MODES
+
+
+def draw(model, task: str, image_path: Path, sample, out_file: Path) -> None:
+    """Draw with the task library's own visualizer (boxes and masks, a label map, or a class)."""
+    cfg = model.cfg
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        visualizer = VISUALIZERS.build(dict(cfg.visualizer, name=f'petah_multitask_{task}', vis_backends=None))
+    visualizer.dataset_meta = model.dataset_meta
+    image = mmcv.imread(str(image_path), channel_order='rgb')
+    if hasattr(visualizer, 'visualize_cls'):  # mmpretrain
+        visualizer.visualize_cls(image, sample, draw_gt=False, out_file=str(out_file), show=False)
+    else:
+        visualizer.add_datasample(task, image, sample, draw_gt=False, show=False, out_file=str(out_file))
+
+
+def nbytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--backbone', required=True, help='shared backbone weights (export_task.py --backbone)')
+    parser.add_argument('--task', action='append', required=True, metavar='NAME=PACKAGE',
+                        help='a task package directory (export_task.py); repeat for each task')
+    parser.add_argument('--image', required=True, help='the image every task runs on')
+    parser.add_argument('--mode', choices=MODES, default='merge',
+                        help='merge: fold the active task into the kernels; routing: keep adapters unmerged')
+    parser.add_argument('--out-dir', default='work_dirs/multitask', help='where the pictures go')
+    args = parser.parse_args()
+    tasks = dict(item.split('=', 1) for item in args.task)
+    served = MultiTaskModel(args.backbone, tasks, mode=args.mode)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    first = next(iter(served.models.values()))
+    shared = nbytes(first.backbone.shared_state_dict().values())
+    print(f'shared backbone: {shared / 1e6:.1f} MB, held once')
+    for task, model in served.models.items():
+        own = nbytes(model.backbone.task_state_dict().values()) + nbytes(
+            v for k, v in model.state_dict().items() if not k.startswith('backbone.'))
+        print(f'  {task}: {model.backbone.adapter_plan.describe()}; its own tensors {own / 1e6:.2f} MB')
+    for task in tasks:
+        start = time.perf_counter()
+        model = served.select(task)
+        switched = time.perf_counter()
+        sample = served.predict(task, args.image)
+        done = time.perf_counter()
+        draw(model, task, Path(args.image), sample, out_dir / f'{task}.png')
+        print(f'{task}: switch {1e3 * (switched - start):.1f} ms ({args.mode}), inference '
+              f'{1e3 * (done - switched):.1f} ms -> {out_dir / f"{task}.png"}')
+
+
+if __name__ == '__main__':
+    main()
