@@ -1,4 +1,5 @@
+from .food101 import Food101WithVal
 from .toy_backbone import make_toy_backbone
 from .toy_data import make_toy_ade20k, make_toy_classification, make_toy_coco
 
-__all__ = ['make_toy_ade20k', 'make_toy_backbone', 'make_toy_classification', 'make_toy_coco']
+__all__ = ['Food101WithVal', 'make_toy_ade20k', 'make_toy_backbone', 'make_toy_classification', 'make_toy_coco']

@@ -1,3 +1,4 @@
 from .backbones import DenseEfficientFormer, PETAHEfficientFormer
+from .heads import DropoutLinearClsHead
 
-__all__ = ['DenseEfficientFormer', 'PETAHEfficientFormer']
+__all__ = ['DenseEfficientFormer', 'DropoutLinearClsHead', 'PETAHEfficientFormer']

@@ -1,0 +1,4 @@
+# CUB-200-2011, EfficientFormer-L1: linear probing: the backbone is frozen, only the head trains.
+_base_ = './ef-l1-petah2_8xb128-200e_cub.py'
+
+model = dict(backbone=dict(adapter=dict(method='frozen')))

@@ -1,0 +1,4 @@
+# Stanford Cars, EfficientFormer-L3: linear probing: the backbone is frozen, only the head trains.
+_base_ = './ef-l3-petah2_8xb128-200e_cars.py'
+
+model = dict(backbone=dict(adapter=dict(method='frozen')))

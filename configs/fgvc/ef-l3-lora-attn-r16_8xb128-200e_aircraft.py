@@ -1,0 +1,4 @@
+# FGVC-Aircraft, EfficientFormer-L3: LoRA of rank 16 on the Meta3D attention linears.
+_base_ = './ef-l3-petah2_8xb128-200e_aircraft.py'
+
+model = dict(backbone=dict(adapter=dict(method='lora_attn', rank=16)))

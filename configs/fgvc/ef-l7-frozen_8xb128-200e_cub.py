@@ -1,0 +1,4 @@
+# CUB-200-2011, EfficientFormer-L7: linear probing: the backbone is frozen, only the head trains.
+_base_ = './ef-l7-petah2_8xb128-200e_cub.py'
+
+model = dict(backbone=dict(adapter=dict(method='frozen')))

@@ -1,0 +1,5 @@
+# CUB-200-2011, EfficientFormer-L7: full fine-tuning; the backbone trains at 0.1x the head's LR.
+_base_ = './ef-l7-petah2_8xb128-200e_cub.py'
+
+model = dict(backbone=dict(adapter=dict(method='full')))
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=0.1)}))

@@ -1,0 +1,4 @@
+# DTD, EfficientFormer-L7, full fine-tuning + dropout 0.1 before the head (PETAH Table 4).
+_base_ = './ef-l7-full_8xb128-200e_dtd.py'
+
+model = dict(head=dict(type='DropoutLinearClsHead', dropout_rate=0.1))

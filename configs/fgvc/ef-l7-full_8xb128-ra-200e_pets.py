@@ -1,0 +1,4 @@
+# Oxford-IIIT Pets, EfficientFormer-L7, full fine-tuning + RandAugment (PETAH Table 4).
+_base_ = './ef-l7-full_8xb128-200e_pets.py'
+
+train_dataloader = dict(dataset=dict(pipeline={{_base_.train_pipeline_ra}}))

@@ -1,0 +1,4 @@
+# DTD, EfficientFormer-L7: LoRA of rank 8 on the Meta3D attention and MLP linears.
+_base_ = './ef-l7-petah2_8xb128-200e_dtd.py'
+
+model = dict(backbone=dict(adapter=dict(method='lora_attn_mlp', rank=8)))

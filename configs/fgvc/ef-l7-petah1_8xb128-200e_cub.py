@@ -1,0 +1,4 @@
+# CUB-200-2011, EfficientFormer-L7: PETAH-1: attention LoRA r8 + convolutional LoRA r1.
+_base_ = './ef-l7-petah2_8xb128-200e_cub.py'
+
+model = dict(backbone=dict(adapter=dict(method='petah', conv_rank=1)))
