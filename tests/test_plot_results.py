@@ -1,0 +1,34 @@
+"""The Figure 2 plot tool reads the grid tool's results format."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'tools' / 'analysis_tools'))
+from plot_results import mean_accuracy  # noqa: E402
+
+
+def test_mean_accuracy_averages_datasets_per_model():
+    rows = [dict(arch='l7', method='petah2', dataset=d, accuracy=a, params=450_934, flops=20.3)
+            for d, a in (('cub', 80.0), ('dtd', 70.0))]
+    rows.append(dict(arch='l3', method='petah2', dataset='cub', accuracy=60.0, params=239_286, flops=7.8))
+    assert mean_accuracy(rows) == {('l7', 'petah2'): (75.0, 450_934, 20.3), ('l3', 'petah2'): (60.0, 239_286, 7.8)}
+
+
+def test_paper_reference_plot_is_drawn(tmp_path):
+    out = tmp_path / 'figure2.png'
+    subprocess.run([sys.executable, 'tools/analysis_tools/plot_results.py', 'docs/paper_table3.json', str(out)],
+                   cwd=REPO, check=True, capture_output=True)
+    assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    paper = json.loads((REPO / 'docs/paper_table3.json').read_text())['results']
+    assert mean_accuracy(paper)[('l7', 'petah2')][0] == pytest.approx(86.40, abs=0.01)  # Table 3's mean
+
+
+def test_empty_results_are_refused(tmp_path):
+    (tmp_path / 'r.json').write_text('{"results": []}')
+    proc = subprocess.run([sys.executable, 'tools/analysis_tools/plot_results.py', str(tmp_path / 'r.json'),
+                           str(tmp_path / 'o.png')], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode != 0 and 'no "results" records' in proc.stderr
