@@ -1,10 +1,13 @@
 # PETAH-2 EfficientFormer-L1 with a linear head on the toy classification set that
 # `python tools/misc/make_toy_data.py cls data/toy_cls` writes (4 classes of coloured shapes, 64x64).
 # Only the data (CustomDataset folders, 4 classes), image size and schedule differ from the DTD
-# config; the backbone starts from random weights (init_cfg=None): nothing can be downloaded here.
+# config. The "pretrained" backbone is the seeded random EfficientFormer that
+# `python tools/misc/make_toy_backbone.py` writes, shared by every toy task (nothing can be
+# downloaded here).
 _base_ = '../fgvc/ef-l1-petah2_8xb128-200e_dtd.py'
 
 data_root = 'data/toy_cls'
+toy_backbone = 'data/toy_backbone/efficientformer-l1_seed0.pth'
 num_classes = 4
 image_size = 64
 
@@ -31,7 +34,7 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 
 data_preprocessor = dict(num_classes=num_classes)
-model = dict(backbone=dict(init_cfg=None), head=dict(num_classes=num_classes))
+model = dict(backbone=dict(init_cfg=dict(checkpoint=toy_backbone)), head=dict(num_classes=num_classes))
 
 max_epochs = 8
 param_scheduler = [  # one warmup epoch instead of two, so that 2-epoch test runs have a cosine phase

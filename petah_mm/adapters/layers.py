@@ -25,7 +25,9 @@ class AdaptedLayerMixin:
     def _attach(self, base: Union[nn.Linear, nn.Conv2d], adapter_cfg: dict) -> None:
         self.weight = base.weight
         self.bias = base.bias
-        self.adapter = FACTORIZATIONS.build(dict(adapter_cfg, weight_shape=base.weight.shape))
+        kwargs = dict(adapter_cfg)
+        # get + call rather than build: a build would look for this registry in the default scope
+        self.adapter = FACTORIZATIONS.get(kwargs.pop('type'))(weight_shape=base.weight.shape, **kwargs)
         self.adapter.to(device=base.weight.device, dtype=base.weight.dtype)
         self.merged = False
 

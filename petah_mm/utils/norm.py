@@ -18,11 +18,12 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
     trains; that input is only needed for the (frozen) weight's gradient. ``x * scale + shift``
     with constant scale and shift saves nothing, which removes one activation per norm from an
     adapted backbone's training memory. Parameters, buffers and state-dict keys are the
-    original module's.
+    original module's. Without autograd (inference) it is plain BatchNorm, which is as fast.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or self.weight.requires_grad or self.bias.requires_grad:
+        keeps_activations = torch.is_grad_enabled() and x.requires_grad
+        if self.training or self.weight.requires_grad or self.bias.requires_grad or not keeps_activations:
             return super().forward(x)
         with torch.no_grad():
             scale = self.weight * (self.running_var + self.eps).rsqrt()
