@@ -417,27 +417,38 @@ def test_write_checkpoint_is_what_read_checkpoint_reads(tmp_path):
 
 # ------------------------------------------------------------------------------------------ configs
 
-SPARSE_CONFIGS = sorted((REPO / 'configs' / 'sparse').rglob('*.py'))
-METHODS = {'petah2': dict(method='petah', conv_rank=2), 'petah1': dict(method='petah', conv_rank=1),
-           'lora-attn-r8': dict(method='lora_attn', rank=8), 'full': dict(method='full'),
-           'attn-ft': dict(method='attn_ft'), 'frozen': dict(method='frozen')}
+SPARSE_CONFIGS = sorted((REPO / 'configs' / 'sparse').glob('*.py'))
+SPARSE_CHECKPOINT = dict(type='Pretrained', checkpoint='checkpoints/ef-l7-sparse90.pth')
+#: name prefix of a sparse config -> folder of its dense twin
+DENSE_FOLDERS = {'cascade-mask-rcnn_': 'cascade_rcnn', 'fpn_': 'sem_fpn', 'ef-l7-': 'fgvc'}
+TABLE_5_METHODS = ('frozen', 'attn-ft', 'full', 'lora-attn-r8', 'petah1', 'petah2')
+
+
+def dense_twin(path: Path) -> Path:
+    name = path.name.replace('-sparse90', '')
+    return REPO / 'configs' / next(f for prefix, f in DENSE_FOLDERS.items() if name.startswith(prefix)) / name
 
 
 @pytest.mark.parametrize('path', SPARSE_CONFIGS, ids=lambda p: p.name)
-def test_sparse_configs(path):
-    cfg = Config.fromfile(str(path))
-    backbone = cfg.model.backbone
-    assert backbone.type == 'PETAHEfficientFormer' and backbone.arch == 'l7'
-    assert backbone.init_cfg == dict(type='Pretrained', checkpoint='checkpoints/ef-l7-sparse90.pth')
-    assert 'petah_mm.sparse' in cfg.custom_imports['imports']
-    method = re.search(r'ef-l7-sparse90-([a-z0-9-]+?)_', path.name).group(1)
-    assert {key: backbone.adapter[key] for key in METHODS[method]} == METHODS[method]
-    hooks = [hook['type'] for hook in cfg.get('custom_hooks', [])]
-    assert hooks == (['PreserveSparsityHook'] if backbone.adapter.method in ('full', 'attn_ft') else [])
+def test_sparse_config_is_its_dense_twin_on_the_pruned_backbone(path):
+    """Same model, data and schedule as the dense config; only the checkpoint, the import and the hook differ."""
+    sparse, dense = Config.fromfile(str(path)).to_dict(), Config.fromfile(str(dense_twin(path))).to_dict()
+    assert sparse['model']['backbone']['init_cfg'] == SPARSE_CHECKPOINT
+    assert sparse.pop('custom_imports')['imports'] == ['petah_mm', 'petah_mm.sparse']
+    trains_weights = sparse['model']['backbone']['adapter']['method'] in ('full', 'attn_ft')
+    assert sparse.pop('custom_hooks', []) == ([dict(type='PreserveSparsityHook')] if trains_weights else [])
+    del sparse['ef_sparse_checkpoints'], dense['custom_imports']
+    dense['model']['backbone']['init_cfg'] = SPARSE_CHECKPOINT
+    assert sparse == dense
 
 
-def test_there_are_sparse_configs_for_each_dense_task():
+def test_every_table_5_method_has_a_sparse_config():
+    fgvc = [m.group(1) for p in (REPO / 'configs' / 'fgvc').iterdir()
+            if (m := re.fullmatch(r'ef-l7-petah2_(8xb128-\d+e_\w+)\.py', p.name))]
+    assert len(fgvc) == 6, fgvc  # CUB, Cars, Pets, Aircraft, DTD, Food-101
     names = {p.name for p in SPARSE_CONFIGS}
-    for method in METHODS:
-        assert f'cascade-mask-rcnn_ef-l7-sparse90-{method}_fpn_1x_coco.py' in names
-        assert f'fpn_ef-l7-sparse90-{method}_8xb4-40k_ade20k-512x512.py' in names
+    for method in TABLE_5_METHODS:
+        expected = {f'cascade-mask-rcnn_ef-l7-sparse90-{method}_fpn_1x_coco.py',
+                    f'fpn_ef-l7-sparse90-{method}_8xb4-40k_ade20k-512x512.py'}
+        expected |= {f'ef-l7-sparse90-{method}_{suffix}.py' for suffix in fgvc}
+        assert expected <= names, sorted(expected - names)

@@ -1,0 +1,11 @@
+# Stanford Cars, 90%-sparse EfficientFormer-L7 (PETAH Table 5):
+# attention fine-tuning of the non-zero Meta3D qkv/proj weights; the hook keeps every
+# pruned weight at exactly zero.
+_base_ = [
+    '../fgvc/ef-l7-attn-ft_8xb128-200e_cars.py',
+    '../_base_/models/efficientformer_sparse.py',
+]
+custom_imports = dict(imports=['petah_mm', 'petah_mm.sparse'], allow_failed_imports=False)
+
+model = dict(backbone=dict(init_cfg=dict(checkpoint={{_base_.ef_sparse_checkpoints.l7}})))
+custom_hooks = [dict(type='PreserveSparsityHook')]

@@ -1,0 +1,9 @@
+# Food-101, 90%-sparse EfficientFormer-L7 (PETAH Table 5):
+# linear probing: the frozen sparse backbone, only the head trains.
+_base_ = [
+    '../fgvc/ef-l7-frozen_8xb128-100e_food101.py',
+    '../_base_/models/efficientformer_sparse.py',
+]
+custom_imports = dict(imports=['petah_mm', 'petah_mm.sparse'], allow_failed_imports=False)
+
+model = dict(backbone=dict(init_cfg=dict(checkpoint={{_base_.ef_sparse_checkpoints.l7}})))

@@ -1,0 +1,9 @@
+# CUB-200-2011, 90%-sparse EfficientFormer-L7 (PETAH Table 5):
+# LoRA of rank 8 on the Meta3D attention linears (Sparse-LoRA).
+_base_ = [
+    '../fgvc/ef-l7-lora-attn-r8_8xb128-200e_cub.py',
+    '../_base_/models/efficientformer_sparse.py',
+]
+custom_imports = dict(imports=['petah_mm', 'petah_mm.sparse'], allow_failed_imports=False)
+
+model = dict(backbone=dict(init_cfg=dict(checkpoint={{_base_.ef_sparse_checkpoints.l7}})))

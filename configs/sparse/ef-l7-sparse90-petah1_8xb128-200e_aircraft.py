@@ -1,0 +1,9 @@
+# FGVC-Aircraft, 90%-sparse EfficientFormer-L7 (PETAH Table 5):
+# PETAH-1 adapters on the frozen sparse backbone (Sparse-PETAH).
+_base_ = [
+    '../fgvc/ef-l7-petah1_8xb128-200e_aircraft.py',
+    '../_base_/models/efficientformer_sparse.py',
+]
+custom_imports = dict(imports=['petah_mm', 'petah_mm.sparse'], allow_failed_imports=False)
+
+model = dict(backbone=dict(init_cfg=dict(checkpoint={{_base_.ef_sparse_checkpoints.l7}})))
