@@ -47,5 +47,6 @@ def _history_buffer_state(self) -> dict:
 
 
 def allow_mmengine_checkpoints() -> None:
-    torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
+    if hasattr(torch.serialization, 'add_safe_globals'):  # torch >= 2.4; older torch does not default to weights_only
+        torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
     HistoryBuffer.__getstate__ = _history_buffer_state

@@ -431,13 +431,12 @@ def dense_twin(path: Path) -> Path:
 
 @pytest.mark.parametrize('path', SPARSE_CONFIGS, ids=lambda p: p.name)
 def test_sparse_config_is_its_dense_twin_on_the_pruned_backbone(path):
-    """Same model, data and schedule as the dense config; only the checkpoint, the import and the hook differ."""
+    """Same model, data and schedule as the dense config; only the checkpoint and the hook differ."""
     sparse, dense = Config.fromfile(str(path)).to_dict(), Config.fromfile(str(dense_twin(path))).to_dict()
     assert sparse['model']['backbone']['init_cfg'] == SPARSE_CHECKPOINT
-    assert sparse.pop('custom_imports')['imports'] == ['petah_mm', 'petah_mm.sparse']
     trains_weights = sparse['model']['backbone']['adapter']['method'] in ('full', 'attn_ft')
     assert sparse.pop('custom_hooks', []) == ([dict(type='PreserveSparsityHook')] if trains_weights else [])
-    del sparse['ef_sparse_checkpoints'], dense['custom_imports']
+    del sparse['ef_sparse_checkpoints']
     dense['model']['backbone']['init_cfg'] = SPARSE_CHECKPOINT
     assert sparse == dense
 

@@ -5,6 +5,5 @@ _base_ = [
     '../cascade_rcnn/cascade-mask-rcnn_ef-l7-petah2_fpn_1x_coco.py',
     '../_base_/models/efficientformer_sparse.py',
 ]
-custom_imports = dict(imports=['petah_mm', 'petah_mm.sparse'], allow_failed_imports=False)
 
 model = dict(backbone=dict(init_cfg=dict(checkpoint={{_base_.ef_sparse_checkpoints.l7}})))

@@ -4,6 +4,5 @@ _base_ = [
     '../fgvc/ef-l7-petah1_8xb128-200e_pets.py',
     '../_base_/models/efficientformer_sparse.py',
 ]
-custom_imports = dict(imports=['petah_mm', 'petah_mm.sparse'], allow_failed_imports=False)
 
 model = dict(backbone=dict(init_cfg=dict(checkpoint={{_base_.ef_sparse_checkpoints.l7}})))

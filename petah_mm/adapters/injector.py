@@ -8,6 +8,7 @@ from typing import Dict, List, Sequence
 
 from torch import nn
 
+from ..utils.modules import replace_module
 from .layers import AdaptedLayerMixin, adapt_layer
 from .methods import AdapterPlan
 
@@ -34,7 +35,7 @@ def inject_adapters(model: nn.Module, targets: Targets, plan: AdapterPlan) -> Di
     for group, adapter_cfg in plan.adapters.items():
         names = resolve_targets(model, targets, group, plan.method)
         for name in names:
-            model.set_submodule(name, adapt_layer(name, model.get_submodule(name), adapter_cfg))
+            replace_module(model, name, adapt_layer(name, model.get_submodule(name), adapter_cfg))
         adapted[group] = names
     return adapted
 

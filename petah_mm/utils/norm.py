@@ -3,6 +3,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .modules import replace_module
+
 
 def freeze_batchnorm_stats(module: nn.Module) -> None:
     """Put every BatchNorm below ``module`` in eval mode, so training never updates its running stats."""
@@ -42,5 +44,5 @@ def convert_frozen_batchnorm(module: nn.Module) -> int:
         for buffer in ('running_mean', 'running_var', 'num_batches_tracked'):
             setattr(new, buffer, getattr(old, buffer))
         new.train(old.training)
-        module.set_submodule(name, new)
+        replace_module(module, name, new)
     return len(targets)
