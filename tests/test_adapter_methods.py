@@ -124,3 +124,29 @@ def test_adapter_survives_train_and_frozen_stages_freezes_whole_stages(build_ef)
     later_adapter = model.network[2][1].mlp.fc1.adapter.lora_A
     assert not stem_adapter.requires_grad and later_adapter.requires_grad
     assert not model.network[0][0].mlp.norm1.training and not model.network[2][1].mlp.norm1.training
+
+
+def test_loha_is_one_config_value_away():
+    model = ToyHybrid(dict(method='petah', conv_rank=2, factorization='loha'))
+    layers = adapted_layers(model)
+    assert {type(layer.adapter).__name__ for layer in layers.values()} == {'LoHa'}
+    x = torch.randn(1, 3, 32, 32)
+    model.eval()
+    before = model(x)
+    for layer in layers.values():  # non-zero deltas, then merged == unmerged
+        with torch.no_grad():
+            layer.adapter.hada_w2_b.normal_()
+    unmerged = model(x)
+    assert not torch.equal(unmerged, before)
+    model.merge_adapters()
+    torch.testing.assert_close(model(x), unmerged, rtol=1e-4, atol=1e-5)
+
+
+def test_trainable_by_group_is_the_papers_params_column(build_ef):
+    """EF-L1 PETAH-2, counted by hand: one Meta3D block (dim 448) and 33 convolutions."""
+    counts = build_ef('petah').trainable_by_group()
+    attn = 8 * (448 + 1536) + 8 * (1024 + 448)  # qkv 448->1536, proj 1024->448, rank 8
+    meta4d = sum(2 * 2 * (d + 4 * d) * n for d, n in ((48, 3), (96, 2), (224, 6), (448, 3)))  # fc1, fc2
+    stem_and_downsamples = 2 * sum(cin * 9 + cout for cin, cout in
+                                   ((3, 24), (24, 48), (48, 96), (96, 224), (224, 448)))
+    assert counts == dict(attn=attn, conv=meta4d + stem_and_downsamples, other=0)

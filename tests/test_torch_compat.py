@@ -84,3 +84,19 @@ def test_weights_only_is_still_enforced(tmp_path):
     torch.save(dict(meta=Crash('not a weight')), path)
     with pytest.raises(Exception, match='weights_only|Unsupported global'):
         torch.load(path)
+
+
+def test_custom_imports_alone_registers_petah_mm(tmp_path):
+    """A config that only says custom_imports=['petah_mm'] builds the backbone in the mmdet scope."""
+    import subprocess
+    import sys
+    config = tmp_path / 'cfg.py'
+    config.write_text("custom_imports = dict(imports=['petah_mm'], allow_failed_imports=False)\n"
+                      "backbone = dict(type='PETAHEfficientFormer', arch='l1', adapter=dict(method='lora_attn'))\n")
+    script = (f"from mmengine.config import Config\nimport sys\nassert 'petah_mm' not in sys.modules\n"
+              f"cfg = Config.fromfile({str(config)!r})\n"
+              "from mmdet.registry import MODELS\nfrom mmengine.registry import init_default_scope\n"
+              "init_default_scope('mmdet')\nprint(type(MODELS.build(cfg.backbone)).__name__)\n")
+    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith('PETAHEfficientFormer')

@@ -54,6 +54,7 @@ def train_and_evaluate(cfg: Config) -> tuple:
         cfg.load_from = str(final)
         return final, Runner.from_cfg(cfg).test()
     cfg.resume = True  # picks up the latest checkpoint of an interrupted run, if any
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None  # the evaluation below replaces it
     runner = Runner.from_cfg(cfg)
     runner.train()
     return final, runner.test()
@@ -71,7 +72,8 @@ def draw_predictions(cfg: Config, checkpoint: Path, out_file: Path, score_thr: f
         visualizer.add_datasample(path.name, image, inference_detector(model, str(path)), draw_gt=False,
                                   pred_score_thr=score_thr, show=False)
         panels.append(visualizer.get_image())
-    mmcv.imwrite(np.concatenate(panels, axis=1)[..., ::-1], str(out_file))
+    picture = np.concatenate(panels, axis=1)[..., ::-1]
+    mmcv.imwrite(mmcv.imrescale(picture, 2, interpolation='nearest'), str(out_file))  # toy images are small
 
 
 def main():

@@ -5,34 +5,24 @@ Examples:
     python tools/test.py CONFIG CHECKPOINT --show-dir vis --out results.pkl
     bash tools/dist_test.sh CONFIG CHECKPOINT 8
 """
-import argparse
 import os
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from petah_mm.engine import apply_common_args, show_predictions
+from petah_mm.engine import apply_common_args, parse_tool_args, show_predictions, tool_parser
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description='Test (and evaluate) a model with a PETAH-adapted backbone')
-    parser.add_argument('config', help='test config file path')
+    parser = tool_parser('Test (and evaluate) a model with a PETAH-adapted backbone')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='the directory to save the file containing evaluation metrics')
     parser.add_argument('--out', help='dump predictions to a pickle file for offline evaluation')
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument('--show-dir', help='directory where painted images will be saved')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. test_dataloader.batch_size=4')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_tool_args(parser)
 
 
 def main():

@@ -6,34 +6,22 @@ mmdet's flags. Examples:
     python tools/train.py CONFIG --cfg-options model.backbone.adapter.method=lora_attn
     bash tools/dist_train.sh CONFIG 8
 """
-import argparse
-import os
-
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from petah_mm.engine import apply_common_args
+from petah_mm.engine import apply_common_args, parse_tool_args, tool_parser
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description='Train a model with a PETAH-adapted backbone')
-    parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser = tool_parser('Train a model with a PETAH-adapted backbone')
     parser.add_argument('--amp', action='store_true', help='enable automatic mixed precision training')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the LR by the actual batch size over auto_scale_lr.base_batch_size')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or, without a path, from the latest '
                         'checkpoint in the work directory')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. model.backbone.adapter.method=lora_attn')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_tool_args(parser)
 
 
 def main():

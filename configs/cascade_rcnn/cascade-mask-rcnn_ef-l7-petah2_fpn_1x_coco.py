@@ -8,13 +8,7 @@ _base_ = [
 custom_imports = dict(imports=['petah_mm'], allow_failed_imports=False)
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='PETAHEfficientFormer',
-        arch='l7',
-        out_indices=[0, 1, 2, 3],
-        adapter=dict(method='petah', rank=8, conv_rank=2),
-        init_cfg=dict(type='Pretrained', checkpoint={{_base_.ef_checkpoints.l7}})),
+    backbone=dict(_base_.petah_backbone, _delete_=True),
     neck=dict(in_channels={{_base_.ef_channels.l7}}))
 
 image_size = (640, 480)

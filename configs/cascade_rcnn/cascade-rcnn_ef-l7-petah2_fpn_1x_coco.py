@@ -3,19 +3,8 @@ _base_ = './cascade-mask-rcnn_ef-l7-petah2_fpn_1x_coco.py'
 
 model = dict(roi_head=dict(mask_roi_extractor=None, mask_head=None))
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale={{_base_.image_size}}, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale={{_base_.image_size}}, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
+train_pipeline = [dict(t, with_mask=False) if t.type == 'LoadAnnotations' else t for t in _base_.train_pipeline]
+test_pipeline = [dict(t, with_mask=False) if t.type == 'LoadAnnotations' else t for t in _base_.test_pipeline]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

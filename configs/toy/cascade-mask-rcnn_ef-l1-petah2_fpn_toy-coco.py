@@ -9,19 +9,8 @@ data_root = 'data/toy_coco/'
 toy_backbone = 'data/toy_backbone/efficientformer-l1_seed0.pth'
 image_size = (192, 160)
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
+train_pipeline = [dict(t, scale=image_size) if t.type == 'Resize' else t for t in _base_.train_pipeline]
+test_pipeline = [dict(t, scale=image_size) if t.type == 'Resize' else t for t in _base_.test_pipeline]
 train_dataloader = dict(
     batch_size=4, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
@@ -32,11 +21,11 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
-max_epochs = 12
+max_epochs = 10
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[9, 11], gamma=0.1),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 9], gamma=0.1),
 ]
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
@@ -44,7 +33,7 @@ default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=max_epoc
 model = dict(
     backbone=dict(init_cfg=dict(checkpoint=toy_backbone)),
     # RoI budgets scaled to images ~35x smaller than 1333x800 that hold 1-3 objects: 300 RPN
-    # proposals and 128 sampled RoIs per stage keep a CPU iteration near 4 s instead of 14 s.
+    # proposals and 64 sampled RoIs per stage keep a CPU iteration near 3 s instead of 14 s.
     train_cfg=dict(
         rpn_proposal=dict(max_per_img=300),
-        rcnn=[dict(stage, sampler=dict(stage.sampler, num=128)) for stage in _base_.model.train_cfg.rcnn]))
+        rcnn=[dict(stage, sampler=dict(stage.sampler, num=64)) for stage in _base_.model.train_cfg.rcnn]))

@@ -1,3 +1,3 @@
-from .launch import apply_common_args, setup_cpu_distributed, show_predictions
+from .launch import apply_common_args, parse_tool_args, setup_cpu_distributed, show_predictions, tool_parser
 
-__all__ = ['apply_common_args', 'setup_cpu_distributed', 'show_predictions']
+__all__ = ['apply_common_args', 'parse_tool_args', 'setup_cpu_distributed', 'show_predictions', 'tool_parser']

@@ -1,10 +1,30 @@
 """What tools/train.py and tools/test.py share, for mmdet, mmseg and mmpretrain configs alike."""
+import argparse
 import os
 import os.path as osp
 
 import torch
 import torch.distributed as dist
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
+
+
+def tool_parser(description: str) -> argparse.ArgumentParser:
+    """The flags tools/train.py and tools/test.py share with mmdet's: --work-dir, --cfg-options, --launcher."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--work-dir', help='the directory for logs, checkpoints and metrics')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. model.backbone.adapter.method=lora_attn')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser
+
+
+def parse_tool_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
 
 
 def apply_common_args(cfg: Config, config_path: str, args) -> Config:

@@ -10,7 +10,8 @@ One run measures, side by side (warm-up, then repeated runs, medians):
   ratios to full fine-tuning;
 * trainable backbone parameters, adapter file size and FLOPs (mmengine's complexity analysis,
   one multiply-add = one FLOP) of each method, merged and unmerged;
-* the time to switch the shared backbone from one PETAH task to another (unmerge + merge).
+* the time to switch the shared backbone from one PETAH task to another (unmerge + merge);
+* two ablations of PETAH-2 training, each undoing one of the adapter engine's optimisations.
 
 It writes ``benchmark.md`` and ``benchmark.json`` to --out-dir.
 """
@@ -28,7 +29,9 @@ import torch
 from mmengine.analysis import get_model_complexity_info
 from torch import nn
 
+from petah_mm.adapters import adapted_layers
 from petah_mm.models import DenseEfficientFormer, PETAHEfficientFormer
+from petah_mm.utils import FrozenBatchNorm2d
 
 METHODS = {
     'full': dict(method='full'),
@@ -38,6 +41,10 @@ METHODS = {
     'petah2': dict(method='petah', conv_rank=2),
     'frozen': dict(method='frozen'),
 }
+# What petah_mm's adapter engine does differently from a naive LoRA, undone one at a time:
+# 'batchnorm': frozen BatchNorms stay F.batch_norm, which keeps its input for backward;
+# 'fused': conv LoRA trains through conv(x, W + ΔW) instead of the two small convs beside W.
+ABLATIONS = {'petah2 (BatchNorm kept)': ('petah2', 'batchnorm'), 'petah2 (fused ΔW kernel)': ('petah2', 'fused')}
 TRUNK = dict(out_indices=[3], reshape_last_feat=False)  # the classification trunk, as in the paper
 NUM_CLASSES = 100
 
@@ -103,10 +110,22 @@ def inference(args):
     return {name: dict(ms=ms, ratio=ms / medians['plain']) for name, ms in medians.items()}
 
 
+def undo(backbone, ablation):
+    """Switch one of the engine's optimisations off, for the ablation rows."""
+    if ablation == 'batchnorm':
+        for module in backbone.modules():
+            if isinstance(module, FrozenBatchNorm2d):
+                module.__class__ = nn.BatchNorm2d
+    elif ablation == 'fused':
+        for layer in adapted_layers(backbone).values():
+            layer.adapter.has_branch = False
+
+
 def train_worker(args):
     """One method's training step in this (fresh) process; prints JSON."""
     torch.manual_seed(0)
     backbone = backbone_for(args.arch, args.method)
+    undo(backbone, args.ablation)
     model = Classifier(backbone, backbone.embed_dims[-1]).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
@@ -126,14 +145,15 @@ def train_worker(args):
 
 def training(args):
     results = {}
-    for method in METHODS:
-        cmd = [sys.executable, __file__, '--worker', '--method', method, '--arch', args.arch, '--size',
-               str(args.size), '--batch', str(args.batch), '--warmup', str(args.warmup), '--repeats',
-               str(args.repeats)]
+    runs = {**{m: (m, 'none') for m in METHODS}, **ABLATIONS}
+    for name, (method, ablation) in runs.items():
+        cmd = [sys.executable, __file__, '--worker', '--method', method, '--ablation', ablation, '--arch',
+               args.arch, '--size', str(args.size), '--batch', str(args.batch), '--warmup', str(args.warmup),
+               '--repeats', str(args.repeats)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
-            raise RuntimeError(f'training benchmark of {method} failed:\n{proc.stderr[-2000:]}')
-        results[method] = json.loads(proc.stdout.strip().splitlines()[-1])
+            raise RuntimeError(f'training benchmark of {name} failed:\n{proc.stderr[-2000:]}')
+        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     full = results['full']
     for r in results.values():
         r.update(time_ratio=r['ms'] / full['ms'], memory_ratio=r['peak_gb'] / full['peak_gb'])
@@ -176,9 +196,9 @@ def markdown(args, report) -> str:
     lines += [f'| {name} | {r["ms"]:.1f} | {r["ratio"]:.3f} |' for name, r in inf.items()]
     lines += ['', '| method | train step (ms) | ÷ full | peak memory (GB) | ÷ full | trainable params | '
               'adapter file (MB) | GFLOPs merged | GFLOPs unmerged |', '|---|---|---|---|---|---|---|---|---|']
-    for method, r in train.items():
-        s = sizes[method]
-        lines.append(f'| {method} | {r["ms"]:.0f} | {r["time_ratio"]:.2f} | {r["peak_gb"]:.2f} | '
+    for name, r in train.items():
+        s = sizes[ABLATIONS.get(name, (name, ))[0]]
+        lines.append(f'| {name} | {r["ms"]:.0f} | {r["time_ratio"]:.2f} | {r["peak_gb"]:.2f} | '
                      f'{r["memory_ratio"]:.2f} | {s["trainable"]:,} | {s["adapter_mb"]:.2f} | '
                      f'{s["gflops_merged"]:.2f} | {s["gflops_unmerged"]:.2f} |')
     lines += ['', f'Switching the shared kernels between two PETAH-2 tasks (unmerge + merge): '
@@ -196,6 +216,7 @@ def main():
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--method', choices=list(METHODS), help=argparse.SUPPRESS)
+    parser.add_argument('--ablation', choices=['none', 'batchnorm', 'fused'], default='none', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return train_worker(args)

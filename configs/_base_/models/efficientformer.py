@@ -9,3 +9,10 @@ ef_checkpoints = dict(
     'efficientformer-l7_3rdparty_in1k_20220915-185e30af.pth')
 # Channels of the four stages (strides 4, 8, 16, 32), which the necks take as in_channels.
 ef_channels = dict(l1=[48, 96, 224, 448], l3=[64, 128, 320, 512], l7=[96, 192, 384, 768])
+# The PETAH-2 EfficientFormer-L7 that the detection and segmentation configs start from.
+petah_backbone = dict(
+    type='PETAHEfficientFormer',
+    arch='l7',
+    out_indices=[0, 1, 2, 3],
+    adapter=dict(method='petah', rank=8, conv_rank=2),
+    init_cfg=dict(type='Pretrained', checkpoint=ef_checkpoints['l7']))
