@@ -48,7 +48,11 @@ class AdaptedLayerMixin:
 
     @torch.no_grad()
     def merge(self) -> None:
-        """Add ΔW into the frozen kernel, so inference costs exactly a plain layer."""
+        """Add ΔW into the frozen kernel, so inference costs exactly a plain layer.
+
+        The frozen bias is left as it is: LoRA's and LoHa's deltas have no bias term (A and B are
+        bias-free, Eq. (2)), so ``bias + 0`` is the merged bias.
+        """
         if self.merged:
             raise RuntimeError(f'{type(self).__name__} is already merged; call unmerge() first '
                                '(merging twice would add the delta twice)')

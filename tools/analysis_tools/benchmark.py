@@ -17,6 +17,7 @@ It writes ``benchmark.md`` and ``benchmark.json`` to --out-dir.
 """
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -46,6 +47,11 @@ METHODS = {
 # 'fused': conv LoRA trains through conv(x, W + ΔW) instead of the two small convs beside W.
 ABLATIONS = {'petah2 (BatchNorm kept)': ('petah2', 'batchnorm'), 'petah2 (fused ΔW kernel)': ('petah2', 'fused')}
 TRUNK = dict(out_indices=[3], reshape_last_feat=False)  # the classification trunk, as in the paper
+# glibc returns freed blocks above a dynamic threshold to the kernel at once, so a CPU training
+# step page-faults its activations back in; these settings (mmap threshold at glibc's 32 MiB
+# ceiling, no trimming) make it reuse them. petah_mm leaves the allocator alone; --malloc-tuned
+# measures what the setting changes.
+MALLOC_TUNED = dict(MALLOC_MMAP_THRESHOLD_=str(32 * 2**20), MALLOC_TRIM_THRESHOLD_=str(2**31 - 1))
 NUM_CLASSES = 100
 
 
@@ -86,7 +92,8 @@ def median_ms(fn, warmup, repeats):
 
 
 def inference(args):
-    """Latency of plain, merged and unmerged backbones, interleaved so drift hits all alike."""
+    """Latency of plain, merged and unmerged backbones, interleaved in rotating order so that drift
+    and cache effects hit all alike."""
     x = torch.randn(args.batch, 3, args.size, args.size)
     models = {'plain': backbone_for(args.arch).eval()}
     for n in (1, 2):
@@ -97,14 +104,15 @@ def inference(args):
         merged.merge_adapters()
         models[f'petah{n} merged'], models[f'petah{n} unmerged'] = merged, unmerged
     times = {name: [] for name in models}
+    names = list(models)
     with torch.no_grad():
         for model in models.values():
             for _ in range(args.warmup):
                 model(x)
-        for _ in range(args.repeats):
-            for name, model in models.items():
+        for repeat in range(args.repeats):
+            for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # rotate the order
                 start = time.perf_counter()
-                model(x)
+                models[name](x)
                 times[name].append(1e3 * (time.perf_counter() - start))
     medians = {name: statistics.median(t) for name, t in times.items()}
     return {name: dict(ms=ms, ratio=ms / medians['plain']) for name, ms in medians.items()}
@@ -150,7 +158,8 @@ def training(args):
         cmd = [sys.executable, __file__, '--worker', '--method', method, '--ablation', ablation, '--arch',
                args.arch, '--size', str(args.size), '--batch', str(args.batch), '--warmup', str(args.warmup),
                '--repeats', str(args.repeats)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **MALLOC_TUNED) if
+                              args.malloc_tuned else None)
         if proc.returncode:
             raise RuntimeError(f'training benchmark of {name} failed:\n{proc.stderr[-2000:]}')
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -190,8 +199,10 @@ def switch_time(args):
 
 def markdown(args, report) -> str:
     inf, train, sizes = report['inference'], report['training'], report['sizes']
+    allocator = 'glibc malloc tuned (--malloc-tuned)' if args.malloc_tuned else 'default glibc malloc'
     lines = [f'EfficientFormer-{args.arch.upper()}, {args.size}x{args.size}, batch {args.batch}, '
-             f'{torch.get_num_threads()} CPU threads, median of {args.repeats} runs after {args.warmup} warm-up runs.',
+             f'{torch.get_num_threads()} CPU threads, {allocator}, median of {args.repeats} runs after '
+             f'{args.warmup} warm-up runs.',
              '', '| inference | latency (ms) | ÷ plain |', '|---|---|---|']
     lines += [f'| {name} | {r["ms"]:.1f} | {r["ratio"]:.3f} |' for name, r in inf.items()]
     lines += ['', '| method | train step (ms) | ÷ full | peak memory (GB) | ÷ full | trainable params | '
@@ -217,6 +228,8 @@ def main():
     parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--method', choices=list(METHODS), help=argparse.SUPPRESS)
     parser.add_argument('--ablation', choices=['none', 'batchnorm', 'fused'], default='none', help=argparse.SUPPRESS)
+    parser.add_argument('--malloc-tuned', action='store_true',
+                        help='run the training workers with glibc malloc keeping freed memory (see README)')
     args = parser.parse_args()
     if args.worker:
         return train_worker(args)
