@@ -1,10 +1,11 @@
 """Low-rank factorizations of a weight update ΔW for a frozen ``nn.Linear`` or ``nn.Conv2d``.
 
 A factorization owns only its trainable factors. ``delta_weight()`` is the single place where
-the merge math lives; layers call it to merge, unmerge, or run the fused training path. A
-factorization that also has a cheaper unmerged path (LoRA's two small convolutions, the paper's
-Eq. (2)) exposes it as ``branch``. Adding a factorization means one class registered in
-``FACTORIZATIONS``; the injector and the layers need no change.
+the merge math lives; layers call it to merge and unmerge. ``adapted_forward(x, layer)`` is the
+unmerged forward; by default it runs autograd through the fused kernel W + ΔW, which is exact for
+any factorization, and a factorization with a cheaper form (LoRA) overrides it. Adding a
+factorization means one class registered in ``FACTORIZATIONS``; the injector and the layers need
+no change.
 """
 import math
 from typing import Optional
@@ -17,6 +18,13 @@ from torch import nn
 FACTORIZATIONS = Registry('adapter factorization', scope='petah_mm')
 
 
+def lora_delta(lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float, weight_shape) -> torch.Tensor:
+    """ΔW = reshape(B2D · A2D) · scaling, shared by merging and the low-rank training kernels."""
+    b2d = lora_B.reshape(lora_B.shape[0], -1)
+    a2d = lora_A.reshape(lora_A.shape[0], -1)
+    return (b2d @ a2d).reshape(weight_shape) * scaling
+
+
 class Factorization(nn.Module):
     """ΔW = scaling · f(factors), with scaling = alpha / rank.
 
@@ -26,9 +34,6 @@ class Factorization(nn.Module):
         alpha: LoRA's alpha. Defaults to ``rank``, i.e. scaling 1: the paper does not state
             its alpha, and with AdamW a constant scaling is absorbed by the adapter LR factor.
     """
-
-    #: whether ``branch(x, layer)`` exists, letting the layer skip building ΔW while training
-    has_branch = False
 
     def __init__(self, weight_shape: torch.Size, rank: int, alpha: Optional[float] = None):
         super().__init__()
@@ -51,6 +56,13 @@ class Factorization(nn.Module):
     def delta_weight(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def adapted_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
+        return self.fused_forward(x, layer)
+
+    def fused_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
+        """Autograd through op(x, W + ΔW): exact for any factorization and any layer."""
+        return layer.apply_kernel(x, layer.weight + self.delta_weight(), layer.bias)
+
     def reset_parameters(self) -> None:
         """Re-initialise so that ΔW = 0 again (identity at init)."""
         raise NotImplementedError
@@ -69,8 +81,6 @@ class LoRA(Factorization):
     mode. B starts at zero, so the adapted layer equals the frozen one at init.
     """
 
-    has_branch = True
-
     def __init__(self, weight_shape, rank, alpha=None, dropout: float = 0.):
         super().__init__(weight_shape, rank, alpha)
         ones = (1, ) * (len(self.weight_shape) - 2)
@@ -85,15 +95,27 @@ class LoRA(Factorization):
         nn.init.zeros_(self.lora_B)
 
     def delta_weight(self) -> torch.Tensor:
-        b2d = self.lora_B.reshape(self.out_features, self.rank)
-        a2d = self.lora_A.reshape(self.rank, self.in_features)
-        return (b2d @ a2d).reshape(self.weight_shape) * self.scaling
+        return lora_delta(self.lora_A, self.lora_B, self.scaling, self.weight_shape)
 
-    def branch(self, x: torch.Tensor, layer) -> torch.Tensor:
-        """B(A(dropout(x))) with the scaling folded into the small B kernel."""
+    def adapted_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
+        """Without autograd, one op with W + ΔW; in training the low-rank kernels where they apply
+        (they need one input for W and A, so no dropout), else the paper's two-layer branch, else
+        the fused kernel (grouped convolutions)."""
+        no_dropout = isinstance(self.dropout, nn.Identity) or not self.training
+        if no_dropout and not torch.is_grad_enabled():
+            return self.fused_forward(x, layer)
+        if no_dropout and layer.low_rank_kernel_applies(x):
+            return layer.low_rank_kernel(x, self.lora_A, self.lora_B, self.scaling)
+        if layer.supports_branch:
+            return self.branch_forward(x, layer)
+        return self.fused_forward(x, layer)
+
+    def branch_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
+        """The paper's Eq. (2): op(x, W) + B(A(dropout(x))), the scaling folded into B."""
         hidden = layer.apply_kernel(self.dropout(x), self.lora_A)
         up = self.lora_B * self.scaling
-        return F.linear(hidden, up) if up.dim() == 2 else F.conv2d(hidden, up)
+        return layer.apply_kernel(x, layer.weight, layer.bias) + (F.linear(hidden, up) if up.dim() == 2 else
+                                                                   F.conv2d(hidden, up))
 
 
 @FACTORIZATIONS.register_module(name='loha')

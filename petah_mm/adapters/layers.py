@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..compat import autocast_enabled
 from .factorizations import FACTORIZATIONS, Factorization
+from .low_rank_kernels import LowRankConv2d, LowRankLinear
 
 
 class AdaptedLayerMixin:
@@ -38,13 +40,20 @@ class AdaptedLayerMixin:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
             return self.apply_kernel(x, self.weight, self.bias)
-        if self.adapter.has_branch and self.supports_branch:
-            return self.apply_kernel(x, self.weight, self.bias) + self.adapter.branch(x, self)
-        return self.apply_kernel(x, self.weight + self.adapter.delta_weight(), self.bias)
+        return self.adapter.adapted_forward(x, self)
 
     @property
     def supports_branch(self) -> bool:
         return True
+
+    def low_rank_kernel_applies(self, x: torch.Tensor) -> bool:
+        """The low-rank kernels give no gradient to the frozen weight and bias, and leave mixed
+        precision to autograd's own ops."""
+        frozen = not self.weight.requires_grad and (self.bias is None or not self.bias.requires_grad)
+        return frozen and self.supports_branch and not autocast_enabled(x.device.type)
+
+    def low_rank_kernel(self, x, lora_A, lora_B, scaling) -> torch.Tensor:
+        raise NotImplementedError
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -81,12 +90,15 @@ class AdaptedLinear(AdaptedLayerMixin, nn.Linear):
     def apply_kernel(self, x, kernel, bias=None):
         return F.linear(x, kernel, bias)
 
+    def low_rank_kernel(self, x, lora_A, lora_B, scaling):
+        return LowRankLinear.apply(x, self.weight, self.bias, lora_A, lora_B, scaling)
+
 
 class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
-    """Conv LoRA runs as conv(x, A) → 1×1 conv B beside the frozen conv.
+    """Conv LoRA: A is a k×k conv with the frozen conv's geometry, B a 1×1 conv (Eq. (2)).
 
     A grouped convolution's kernel is adapted as the 2-D matrix (out, in/groups·k²) like any
-    other, but the two-conv branch does not exist for it, so it trains and runs through the
+    other, but the two-conv form does not exist for it, so it trains and runs through the
     fused kernel W + ΔW, which is exactly what the merged layer computes.
     """
 
@@ -108,8 +120,16 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
     def supports_branch(self) -> bool:
         return self.groups == 1
 
+    def low_rank_kernel_applies(self, x):
+        plain_padding = self.padding_mode == 'zeros' and not isinstance(self.padding, str)
+        return plain_padding and super().low_rank_kernel_applies(x)
+
     def apply_kernel(self, x, kernel, bias=None):
         return self._conv_forward(x, kernel, bias)
+
+    def low_rank_kernel(self, x, lora_A, lora_B, scaling):
+        return LowRankConv2d.apply(x, self.weight, self.bias, lora_A, lora_B, scaling, self.stride, self.padding,
+                                   self.dilation)
 
 
 ADAPTABLE_TYPES = {nn.Linear: AdaptedLinear, nn.Conv2d: AdaptedConv2d}

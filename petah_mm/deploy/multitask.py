@@ -2,8 +2,8 @@
 
 Every task model is built from its package, then its backbone's shared weights are replaced by
 the very tensors of the first task's backbone, so they exist once in memory. Two ways to run a
-task: ``routing`` leaves all adapters unmerged (no switch cost, each forward pays the adapter
-branches), ``merge`` folds the active task's adapters into the shared kernels (a switch costs
+task: ``routing`` leaves all adapters unmerged (no switch cost, each adapted layer builds its
+W + ΔW in every forward), ``merge`` folds the active task's adapters into the shared kernels (a switch costs
 one unmerge and one merge, inference costs what the plain backbone costs).
 """
 from pathlib import Path

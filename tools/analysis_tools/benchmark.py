@@ -11,13 +11,12 @@ One run measures, side by side (warm-up, then repeated runs, medians):
 * trainable backbone parameters, adapter file size and FLOPs (mmengine's complexity analysis,
   one multiply-add = one FLOP) of each method, merged and unmerged;
 * the time to switch the shared backbone from one PETAH task to another (unmerge + merge);
-* two ablations of PETAH-2 training, each undoing one of the adapter engine's optimisations.
+* three ablations of PETAH-2 training, each undoing one of the adapter engine's optimisations.
 
 It writes ``benchmark.md`` and ``benchmark.json`` to --out-dir.
 """
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -44,14 +43,11 @@ METHODS = {
 }
 # What petah_mm's adapter engine does differently from a naive LoRA, undone one at a time:
 # 'batchnorm': frozen BatchNorms stay F.batch_norm, which keeps its input for backward;
-# 'fused': conv LoRA trains through conv(x, W + ΔW) instead of the two small convs beside W.
-ABLATIONS = {'petah2 (BatchNorm kept)': ('petah2', 'batchnorm'), 'petah2 (fused ΔW kernel)': ('petah2', 'fused')}
+# 'branch': LoRA runs as the paper's Eq. (2), op(x, W) + B(A(x)), instead of the low-rank kernels;
+# 'fused': LoRA trains by autograd through op(x, W + ΔW) instead of the low-rank kernels.
+ABLATIONS = {'petah2 (BatchNorm kept)': ('petah2', 'batchnorm'), 'petah2 (two-layer branch)': ('petah2', 'branch'),
+             'petah2 (autograd through W + ΔW)': ('petah2', 'fused')}
 TRUNK = dict(out_indices=[3], reshape_last_feat=False)  # the classification trunk, as in the paper
-# glibc returns freed blocks above a dynamic threshold to the kernel at once, so a CPU training
-# step page-faults its activations back in; these settings (mmap threshold at glibc's 32 MiB
-# ceiling, no trimming) make it reuse them. petah_mm leaves the allocator alone; --malloc-tuned
-# measures what the setting changes.
-MALLOC_TUNED = dict(MALLOC_MMAP_THRESHOLD_=str(32 * 2**20), MALLOC_TRIM_THRESHOLD_=str(2**31 - 1))
 NUM_CLASSES = 100
 
 
@@ -124,9 +120,10 @@ def undo(backbone, ablation):
         for module in backbone.modules():
             if isinstance(module, FrozenBatchNorm2d):
                 module.__class__ = nn.BatchNorm2d
-    elif ablation == 'fused':
+    elif ablation in ('branch', 'fused'):
         for layer in adapted_layers(backbone).values():
-            layer.adapter.has_branch = False
+            adapter = layer.adapter  # an instance attribute shadows the method
+            adapter.adapted_forward = adapter.branch_forward if ablation == 'branch' else adapter.fused_forward
 
 
 def train_worker(args):
@@ -158,8 +155,7 @@ def training(args):
         cmd = [sys.executable, __file__, '--worker', '--method', method, '--ablation', ablation, '--arch',
                args.arch, '--size', str(args.size), '--batch', str(args.batch), '--warmup', str(args.warmup),
                '--repeats', str(args.repeats)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **MALLOC_TUNED) if
-                              args.malloc_tuned else None)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(f'training benchmark of {name} failed:\n{proc.stderr[-2000:]}')
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -169,18 +165,22 @@ def training(args):
     return results
 
 
+def gflops(model, shape):
+    with torch.no_grad():  # inference FLOPs; the trace sees the ops an unmerged forward runs
+        return get_model_complexity_info(model, input_shape=shape, show_table=False, show_arch=False)['flops'] / 1e9
+
+
 def sizes_and_flops(args):
     results = {}
     shape = (3, args.size, args.size)
-    plain_flops = get_model_complexity_info(backbone_for(args.arch), input_shape=shape, show_table=False,
-                                            show_arch=False)['flops']
     for method in METHODS:
         backbone = backbone_for(args.arch, method).eval()
         with tempfile.TemporaryDirectory() as tmp:
             size = backbone.save_adapter(Path(tmp) / 'adapter.safetensors')
-        unmerged = get_model_complexity_info(backbone, input_shape=shape, show_table=False, show_arch=False)['flops']
+        unmerged = gflops(backbone, shape)
+        backbone.merge_adapters()
         results[method] = dict(trainable=sum(backbone.trainable_by_group().values()), adapter_mb=size / 1e6,
-                               gflops_unmerged=unmerged / 1e9, gflops_merged=plain_flops / 1e9)
+                               gflops_unmerged=unmerged, gflops_merged=gflops(backbone, shape))
     return results
 
 
@@ -199,10 +199,8 @@ def switch_time(args):
 
 def markdown(args, report) -> str:
     inf, train, sizes = report['inference'], report['training'], report['sizes']
-    allocator = 'glibc malloc tuned (--malloc-tuned)' if args.malloc_tuned else 'default glibc malloc'
     lines = [f'EfficientFormer-{args.arch.upper()}, {args.size}x{args.size}, batch {args.batch}, '
-             f'{torch.get_num_threads()} CPU threads, {allocator}, median of {args.repeats} runs after '
-             f'{args.warmup} warm-up runs.',
+             f'{torch.get_num_threads()} CPU threads, median of {args.repeats} runs after {args.warmup} warm-up runs.',
              '', '| inference | latency (ms) | ÷ plain |', '|---|---|---|']
     lines += [f'| {name} | {r["ms"]:.1f} | {r["ratio"]:.3f} |' for name, r in inf.items()]
     lines += ['', '| method | train step (ms) | ÷ full | peak memory (GB) | ÷ full | trainable params | '
@@ -227,9 +225,7 @@ def main():
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--method', choices=list(METHODS), help=argparse.SUPPRESS)
-    parser.add_argument('--ablation', choices=['none', 'batchnorm', 'fused'], default='none', help=argparse.SUPPRESS)
-    parser.add_argument('--malloc-tuned', action='store_true',
-                        help='run the training workers with glibc malloc keeping freed memory (see README)')
+    parser.add_argument('--ablation', choices=['none', 'batchnorm', 'branch', 'fused'], default='none', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return train_worker(args)

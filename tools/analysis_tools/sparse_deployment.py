@@ -5,8 +5,8 @@
 
 A frozen backbone is magnitude-pruned (random weights: no download needed, and sizes and
 latency do not depend on the values) and gets PETAH adapters with random, training-like values:
-* unmerged: the compact sparse base (values + bitmask) plus the task's adapter file; the adapter
-  branches run beside the sparse kernels;
+* unmerged: the compact sparse base (values + bitmask) plus the task's adapter file; each adapted
+  layer builds its W + ΔW from the sparse base in every forward;
 * merged: W + ΔW folded into the kernels, a dense checkpoint that runs as a plain backbone. ΔW
   fills the pruned entries, so every adapted kernel is dense again (only the Meta3D MLP linears,
   which PETAH does not adapt, stay sparse).
