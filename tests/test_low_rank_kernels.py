@@ -18,16 +18,13 @@ CONV_GEOMETRIES = [
 
 @pytest.mark.parametrize('geometry', CONV_GEOMETRIES)
 def test_conv_kernel_passes_gradcheck(geometry):
-    stride, padding, dilation = (nn.modules.utils._pair(geometry.get(k, d))
-                                 for k, d in (('stride', 1), ('padding', 0), ('dilation', 1)))
-    k = nn.modules.utils._pair(geometry['kernel_size'])
+    conv = nn.Conv2d(3, 4, **geometry).double()
     x = torch.randn(2, 3, 9, 7, dtype=torch.double, requires_grad=True)
-    weight, bias = torch.randn(4, 3, *k, dtype=torch.double), torch.randn(4, dtype=torch.double)
-    lora_A = torch.randn(2, 3, *k, dtype=torch.double, requires_grad=True)
+    lora_A = torch.randn(2, 3, *conv.kernel_size, dtype=torch.double, requires_grad=True)
     lora_B = torch.randn(4, 2, 1, 1, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda x, a, b: LowRankConv2d.apply(x, weight, bias, a, b, 1.5, stride, padding, dilation),
-        (x, lora_A, lora_B))
+        lambda x, a, b: LowRankConv2d.apply(x, conv.weight.detach(), conv.bias.detach(), a, b, 1.5, conv.stride,
+                                            conv.padding, conv.dilation), (x, lora_A, lora_B))
 
 
 def test_linear_kernel_passes_gradcheck():
