@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage: bash tools/dist_train.sh CONFIG GPUS [train.py args...]
 # On a machine without CUDA, GPUS processes train on the CPU with the gloo backend.
+source "$(dirname "$0")/python_env.sh"
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}
@@ -8,13 +9,13 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-${PYTHON:-python} -m torch.distributed.run \
+PYTHONPATH="$REPO":$PYTHONPATH \
+"$PYTHON" -m torch.distributed.run \
     --nnodes=$NNODES \
     --node_rank=$NODE_RANK \
     --master_addr=$MASTER_ADDR \
     --nproc_per_node=$GPUS \
     --master_port=$PORT \
-    "$(dirname "$0")/train.py" \
+    "$REPO/tools/train.py" \
     "$CONFIG" \
     --launcher pytorch "${@:3}"

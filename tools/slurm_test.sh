@@ -2,6 +2,7 @@
 # Usage: [GPUS=8] bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]
 set -x
 
+source "$(dirname "$0")/python_env.sh"
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
@@ -12,7 +13,7 @@ CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 PY_ARGS=${@:5}
 
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
+PYTHONPATH="$REPO":$PYTHONPATH \
 srun -p ${PARTITION} \
     --job-name=${JOB_NAME} \
     --gres=gpu:${GPUS_PER_NODE} \
@@ -21,4 +22,4 @@ srun -p ${PARTITION} \
     --cpus-per-task=${CPUS_PER_TASK} \
     --kill-on-bad-exit=1 \
     ${SRUN_ARGS} \
-    ${PYTHON:-python} -u "$(dirname "$0")/test.py" ${CONFIG} ${CHECKPOINT} --launcher="slurm" ${PY_ARGS}
+    "$PYTHON" -u "$REPO/tools/test.py" ${CONFIG} ${CHECKPOINT} --launcher="slurm" ${PY_ARGS}
