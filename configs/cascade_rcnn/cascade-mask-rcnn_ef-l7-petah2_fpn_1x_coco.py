@@ -6,22 +6,20 @@ _base_ = [
     '../_base_/models/efficientformer.py',
 ]
 custom_imports = dict(imports=['petah_mm'], allow_failed_imports=False)
+__checkpoints, __channels, __backbone = map(_base_.pop, ('ef_checkpoints', 'ef_channels', 'petah_backbone'))
 
-model = dict(
-    backbone=dict(_base_.petah_backbone, _delete_=True),
-    neck=dict(in_channels={{_base_.ef_channels.l7}}))
+model = dict(backbone=dict(__backbone, _delete_=True), neck=dict(in_channels=__channels.l7))
 
-image_size = (640, 480)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
+    dict(type='Resize', scale=(640, 480), keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
+    dict(type='Resize', scale=(640, 480), keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
@@ -30,8 +28,9 @@ val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 optim_wrapper = dict(
+    # petah_mm's constructor: frozen parameters stay out of the optimizer, one summary line in the log
+    constructor='PETAHOptimWrapperConstructor',
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, weight_decay=0.05),
-    # A non-empty paramwise_cfg makes mmengine leave frozen parameters out of the optimizer.
     paramwise_cfg=dict(norm_decay_mult=0.0))
 # LinearLR warmup over 500 iterations and MultiStepLR at epochs 8 and 11 come from the 1x schedule.
 auto_scale_lr = dict(base_batch_size=16)

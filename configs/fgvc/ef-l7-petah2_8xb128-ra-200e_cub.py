@@ -1,4 +1,5 @@
 # CUB-200-2011, EfficientFormer-L7, PETAH-2 + RandAugment (PETAH Table 4).
-_base_ = './ef-l7-petah2_8xb128-200e_cub.py'
+_base_ = ['./ef-l7-petah2_8xb128-200e_cub.py', '../_base_/datasets/rand_augment.py']
 
-train_dataloader = dict(dataset=dict(pipeline={{_base_.train_pipeline_ra}}))
+train_pipeline = [*_base_.train_pipeline[:-1], _base_.pop('rand_augment'), _base_.train_pipeline[-1]]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

@@ -6,15 +6,17 @@ _base_ = [
     '../_base_/models/efficientformer.py',
 ]
 custom_imports = dict(imports=['petah_mm'], allow_failed_imports=False)
+__checkpoints, __channels, __backbone = map(_base_.pop, ('ef_checkpoints', 'ef_channels', 'petah_backbone'))
 
 model = dict(
     pretrained=None,  # mmseg would hand a model-level `pretrained` to the backbone; init_cfg loads it
-    backbone=dict(_base_.petah_backbone, _delete_=True),
-    neck=dict(in_channels={{_base_.ef_channels.l7}}))
+    backbone=dict(__backbone, _delete_=True),
+    neck=dict(in_channels=__channels.l7))
 
 optim_wrapper = dict(
+    # petah_mm's constructor: frozen parameters stay out of the optimizer, one summary line in the log
+    constructor='PETAHOptimWrapperConstructor',
     optimizer=dict(_delete_=True, type='AdamW', lr=2e-4, weight_decay=1e-4),
-    # A non-empty paramwise_cfg makes mmengine leave frozen parameters out of the optimizer.
     paramwise_cfg=dict(norm_decay_mult=0.0))
 param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=40000, by_epoch=False)]
 train_cfg = dict(max_iters=40000, val_interval=4000)

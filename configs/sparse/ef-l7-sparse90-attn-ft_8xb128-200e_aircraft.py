@@ -6,5 +6,5 @@ _base_ = [
     '../_base_/models/efficientformer_sparse.py',
 ]
 
-model = dict(backbone=dict(init_cfg=dict(checkpoint={{_base_.ef_sparse_checkpoints.l7}})))
+model = dict(backbone=dict(init_cfg=dict(checkpoint=_base_.pop('ef_sparse_checkpoints').l7)))
 custom_hooks = [dict(type='PreserveSparsityHook')]

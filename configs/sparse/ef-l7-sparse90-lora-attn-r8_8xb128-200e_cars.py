@@ -5,4 +5,4 @@ _base_ = [
     '../_base_/models/efficientformer_sparse.py',
 ]
 
-model = dict(backbone=dict(init_cfg=dict(checkpoint={{_base_.ef_sparse_checkpoints.l7}})))
+model = dict(backbone=dict(init_cfg=dict(checkpoint=_base_.pop('ef_sparse_checkpoints').l7)))

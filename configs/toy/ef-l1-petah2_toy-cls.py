@@ -7,20 +7,17 @@
 _base_ = '../fgvc/ef-l1-petah2_8xb128-200e_dtd.py'
 
 data_root = 'data/toy_cls'
-toy_backbone = 'data/toy_backbone/efficientformer-l1_seed0.pth'
-num_classes = 4
-image_size = 64
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=image_size, backend='pillow', interpolation='bicubic'),
+    dict(type='RandomResizedCrop', scale=64, backend='pillow', interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='ResizeEdge', scale=72, edge='short', backend='pillow', interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=image_size),
+    dict(type='CenterCrop', crop_size=64),
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
@@ -33,13 +30,17 @@ val_dataloader = dict(
                  pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-data_preprocessor = dict(num_classes=num_classes)
-model = dict(backbone=dict(init_cfg=dict(checkpoint=toy_backbone)), head=dict(num_classes=num_classes))
+data_preprocessor = dict(num_classes=4)
+model = dict(backbone=dict(init_cfg=dict(checkpoint='data/toy_backbone/efficientformer-l1_seed0.pth')),
+             head=dict(num_classes=4))
 
-max_epochs = 8
 param_scheduler = [  # one warmup epoch instead of two, so that 2-epoch test runs have a cosine phase
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=1, convert_to_iter_based=True),
     dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=1, convert_to_iter_based=True),
 ]
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=2))
+train_cfg = dict(max_epochs=8, val_interval=8)
+# the inferencer and --show-dir draw every image (the library's default is every 5000th)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=2),
+                     visualization=dict(interval=1))
+# The same metrics on every run on one machine: seeded, and deterministic algorithms only
+randomness = dict(seed=0, deterministic=True)

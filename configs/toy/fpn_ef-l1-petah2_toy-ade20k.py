@@ -5,15 +5,14 @@
 _base_ = '../sem_fpn/fpn_ef-l1-petah2_8xb4-40k_ade20k-512x512.py'
 
 data_root = 'data/toy_ade20k'
-crop_size = (128, 128)
-image_scale = (192, 160)
-toy_backbone = 'data/toy_backbone/efficientformer-l1_seed0.pth'
-model = dict(backbone=dict(init_cfg=dict(checkpoint=toy_backbone)), data_preprocessor=dict(size=crop_size))
+crop_size = (128, 128)  # mmseg's own name, which its ADE20K config defines too
+model = dict(backbone=dict(init_cfg=dict(checkpoint='data/toy_backbone/efficientformer-l1_seed0.pth')),
+             data_preprocessor=dict(size=crop_size))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=image_scale, ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomResize', scale=(192, 160), ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PhotoMetricDistortion'),
@@ -21,7 +20,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_scale, keep_ratio=True),
+    dict(type='Resize', scale=(192, 160), keep_ratio=True),
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]
@@ -31,7 +30,10 @@ val_dataloader = dict(
     num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-max_iters = 200
-param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=max_iters, by_epoch=False)]
-train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
+param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=200, by_epoch=False)]
+train_cfg = dict(max_iters=200, val_interval=200)
+# --show-dir draws every test image (the library's default, every 50th, would skip all 8)
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=200, max_keep_ckpts=1),
+                     visualization=dict(interval=1))
+# The same metrics on every run on one machine: seeded, and deterministic algorithms only
+randomness = dict(seed=0, deterministic=True)

@@ -16,14 +16,6 @@ test_pipeline = [
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),
 ]
-# PETAH Table 4's RandAugment ("RA"), as in EfficientFormer's ImageNet recipe (timm's
-# rand-m9-mstd0.5-inc1); the `-ra` configs train with this pipeline.
-train_pipeline_ra = train_pipeline[:-1] + [
-    dict(type='RandAugment', policies='timm_increasing', num_policies=2, total_level=10, magnitude_level=9,
-         magnitude_std=0.5, hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic')),
-    train_pipeline[-1],
-]
-
 train_dataloader = dict(batch_size=128, num_workers=8, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(batch_size=128, num_workers=8, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

@@ -1,5 +1,9 @@
 # EfficientFormer (v1) ImageNet-1k weights: the official checkpoints of mmpretrain's model zoo
 # (configs/efficientformer/metafile.yml). petah_mm loads them into PETAHEfficientFormer.
+#
+# These are helpers, not settings. A config that lists this file in `_base_` takes all three out with
+#   __checkpoints, __channels, __backbone = map(_base_.pop, ('ef_checkpoints', 'ef_channels', 'petah_backbone'))
+# so that they stay out of its dumped config (mmengine keeps every top-level name, except `__` ones).
 ef_checkpoints = dict(
     l1='https://download.openmmlab.com/mmclassification/v0/efficientformer/'
     'efficientformer-l1_3rdparty_in1k_20220915-cc3e1ac6.pth',

@@ -16,11 +16,12 @@ _base_ = [
 ]
 
 optim_wrapper = dict(
+    # petah_mm's constructor: frozen parameters stay out of the optimizer, one summary line in the log
+    constructor='PETAHOptimWrapperConstructor',
     optimizer=dict(lr=5e-3, weight_decay=2e-4),
-    # The factor multiplies the head's LR for every backbone tensor that trains: the adapters of LoRA
-    # and PETAH (the rest of their backbone is frozen) or the backbone weights of full and attention
-    # FT. One key for all methods keeps `--cfg-options model.backbone.adapter.method=...` right. A
-    # non-empty paramwise_cfg also makes mmengine leave frozen parameters out of the optimizer.
+    # The LR factor multiplies the head's LR for every backbone tensor that trains: the adapters of
+    # LoRA and PETAH (the rest of their backbone is frozen) or the backbone weights of full and
+    # attention FT. One key for all methods keeps `--cfg-options model.backbone.adapter.method=...` right.
     paramwise_cfg=dict(_delete_=True, custom_keys={'backbone': dict(lr_mult=1.0)}))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=2, convert_to_iter_based=True),
