@@ -87,7 +87,7 @@ def test_task_package_roundtrip(workspace, task, tmp_path):
     cfg, model = trained_model(task, backbone_ckpt)
     sizes = export_task_package(model, cfg, tmp_path / task)
     assert sorted(p.name for p in (tmp_path / task).iterdir()) == ['adapter.safetensors', 'config.py',
-                                                                    'task.safetensors']
+                                                                   'task.safetensors']
     assert sizes['adapter'] == (tmp_path / task / 'adapter.safetensors').stat().st_size
     export_shared_backbone(model, tmp_path / 'backbone.safetensors')
     loaded = load_task_package(tmp_path / task, tmp_path / 'backbone.safetensors')

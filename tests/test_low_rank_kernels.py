@@ -32,7 +32,8 @@ def test_linear_kernel_passes_gradcheck():
     weight, bias = torch.randn(4, 6, dtype=torch.double), torch.randn(4, dtype=torch.double)
     lora_A = torch.randn(3, 6, dtype=torch.double, requires_grad=True)
     lora_B = torch.randn(4, 3, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, a, b: LowRankLinear.apply(x, weight, bias, a, b, 0.5), (x, lora_A, lora_B))
+    assert torch.autograd.gradcheck(lambda x, a, b: LowRankLinear.apply(x, weight, bias, a, b, 0.5),
+                                    (x, lora_A, lora_B))
 
 
 def gradients(layer, x, forward):

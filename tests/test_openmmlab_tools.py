@@ -107,5 +107,6 @@ def test_mmpretrain_inferencer_on_the_toy_config(toy_dir, tmp_path):
     images = sorted(p for p in (toy_dir / 'data' / 'toy_cls' / 'val').rglob('*') if p.is_file())[:2]
     assert images
     results = inferencer([str(p) for p in images], show_dir=str(tmp_path / 'vis'))
-    assert len(results) == 2 and all(r['pred_class'] == classes[r['pred_label']] and len(r['pred_scores']) == 4 for r in results)
+    assert len(results) == 2
+    assert all(r['pred_class'] == classes[r['pred_label']] and len(r['pred_scores']) == 4 for r in results)
     assert len(list((tmp_path / 'vis').glob('*'))) == 2

@@ -10,10 +10,10 @@ import pytest
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
-from toy_backbone import ToyHybrid
 from torch import nn
 
 from petah_mm.datasets import make_toy_backbone, make_toy_classification
+from toy_backbone import ToyHybrid
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_CLS = REPO / 'configs' / 'toy' / 'ef-l1-petah2_toy-cls.py'
@@ -82,7 +82,8 @@ def test_one_summary_line_replaces_the_per_tensor_lines():
     assert len(lines) == 1, lines
     own_text = f'{own:,} (lr x2)' if own else '0'
     assert (f'{sum(trained.values()):,} trainable parameters: backbone adapters {adapters:,} (lr x2), '
-            f'backbone own weights {own_text}, neck and heads {heads:,} (lr x1); {frozen:,} frozen, left out') in lines[0]
+            f'backbone own weights {own_text}, neck and heads {heads:,} (lr x1); {frozen:,} frozen, left out'
+            ) in lines[0]
 
 
 def test_nothing_to_train_is_an_error_that_names_the_model():
@@ -102,10 +103,11 @@ def test_every_optimizer_base_uses_the_constructor(path):
 def train_toy_classifier(tmp_path, name):
     """Two epochs (8 iterations) of the toy classification config via tools/train.py; returns its log."""
     work = tmp_path / name
+    data = tmp_path / 'toy_cls'
     proc = subprocess.run(
         [sys.executable, 'tools/train.py', str(TOY_CLS), '--work-dir', str(work), '--cfg-options',
-         f'train_dataloader.dataset.data_root={tmp_path / "toy_cls"}', f'val_dataloader.dataset.data_root={tmp_path / "toy_cls"}',
-         f'test_dataloader.dataset.data_root={tmp_path / "toy_cls"}',
+         f'train_dataloader.dataset.data_root={data}', f'val_dataloader.dataset.data_root={data}',
+         f'test_dataloader.dataset.data_root={data}',
          f'model.backbone.init_cfg.checkpoint={tmp_path / "backbone.pth"}', 'train_cfg.max_epochs=2',
          'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=100'],
         cwd=REPO, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='2'))

@@ -56,9 +56,10 @@ def summarize(model: nn.Module, param_groups: List[dict], base_lr: float) -> str
             where = parameter_group(names[id(param)])
             counts[where] += param.numel()
             lr_mults[where].add(group.get('lr', base_lr) / base_lr if base_lr else 1.0)
-    parts = [f'{where} {counts[where]:,}' + (f' (lr x{"/".join(f"{m:g}" for m in sorted(lr_mults[where]))})'
-                                              if counts[where] else '')
-             for where in ('backbone adapters', 'backbone own weights', 'neck and heads')]
+    parts = []
+    for where in ('backbone adapters', 'backbone own weights', 'neck and heads'):
+        factors = '/'.join(f'{m:g}' for m in sorted(lr_mults[where]))
+        parts.append(f'{where} {counts[where]:,}' + (f' (lr x{factors})' if counts[where] else ''))
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     return f'optimizer: {sum(counts.values()):,} trainable parameters: {", ".join(parts)}; {frozen:,} frozen, left out'
 
