@@ -110,3 +110,18 @@ def test_mmpretrain_inferencer_on_the_toy_config(toy_dir, tmp_path):
     assert len(results) == 2
     assert all(r['pred_class'] == classes[r['pred_label']] and len(r['pred_scores']) == 4 for r in results)
     assert len(list((tmp_path / 'vis').glob('*'))) == 2
+
+
+def test_launchers_use_the_repository_venv_without_activation(tmp_path):
+    for script in ('dist_train.sh', 'dist_test.sh', 'slurm_train.sh', 'slurm_test.sh'):
+        text = (REPO / 'tools' / script).read_text()
+        assert 'source "$(dirname "$0")/python_env.sh"' in text and '"$PYTHON"' in text, script
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHON', 'VIRTUAL_ENV')}
+    env['PATH'] = '/usr/bin:/bin'  # no venv on PATH
+    show = f'source {REPO}/tools/python_env.sh && echo "$PYTHON"'
+    found = subprocess.run(['bash', '-c', show], cwd=REPO, env=env, capture_output=True, text=True).stdout.strip()
+    venv = REPO / '.venv' / 'bin' / 'python'
+    assert found == (str(venv) if venv.exists() else 'python')
+    chosen = subprocess.run(['bash', '-c', show], cwd=tmp_path, env=dict(env, PYTHON='/opt/py'),
+                            capture_output=True, text=True).stdout.strip()
+    assert chosen == '/opt/py'
