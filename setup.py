@@ -18,6 +18,6 @@ setup(
     packages=find_packages(include=['petah_mm', 'petah_mm.*']),
     python_requires='>=3.9',
     install_requires=read_requirements('runtime.txt'),
-    extras_require={'tests': read_requirements('tests.txt')},
+    extras_require={'tests': read_requirements('tests.txt'), 'dev': read_requirements('dev.txt')},
     license='Apache-2.0',
 )
