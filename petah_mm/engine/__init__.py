@@ -1,3 +1,8 @@
+from .checkpoint import CheckpointRefusedError, load_checkpoint_file, register_checkpoint_loaders
+from .checkpoint_hook import SafeCheckpointHook
 from .launch import apply_common_args, parse_tool_args, setup_cpu_distributed, show_predictions, tool_parser
 
-__all__ = ['apply_common_args', 'parse_tool_args', 'setup_cpu_distributed', 'show_predictions', 'tool_parser']
+__all__ = [
+    'CheckpointRefusedError', 'load_checkpoint_file', 'register_checkpoint_loaders', 'SafeCheckpointHook',
+    'apply_common_args', 'parse_tool_args', 'setup_cpu_distributed', 'show_predictions', 'tool_parser'
+]
