@@ -79,6 +79,7 @@ def main():
     parser.add_argument('--kill', choices=['write', 'cleanup'])
     args = parser.parse_args()
     arm(args.kill)
+    torch.manual_seed(0)  # the model is built before the Runner seeds anything
     runner = Runner(
         model=ToyModel(),
         work_dir=args.work_dir,

@@ -22,9 +22,6 @@ from mmengine.runner import CheckpointLoader
 
 #: a published file name ending in the first hex digits of its sha256 (mmdet/mmpretrain model zoos)
 HASH_IN_NAME = re.compile(r'-([a-f0-9]{8,64})\.\w+$')
-#: mmengine's other schemes, which petah_mm does not fetch from
-REFUSED_SCHEMES = ('pavi://', r'(\S+\:)?s3://', 'modelzoo://', 'torchvision://', 'open-mmlab://', 'openmmlab://',
-                   'mmcls://')
 
 
 class CheckpointRefusedError(RuntimeError):
@@ -43,12 +40,13 @@ def load_checkpoint_file(filename, map_location=None):
 
 
 def refusal_message(filename: str, error: Exception) -> str:
-    found = re.search(r'Unsupported (global|class|operand)[^\n]*', str(error))
-    what = found[0].rstrip('.') if found else str(error).splitlines()[0]
-    message = (f'refused to load {filename!r}: {what}. petah_mm reads every checkpoint with '
-               'torch.load(weights_only=True): tensors, plain containers and the allow-listed mmengine training '
-               'state only, so that a shared file cannot run code. ')
-    if 'mmengine' in what and not hasattr(torch.serialization, 'add_safe_globals'):
+    found = re.search(r'Unsupported global: GLOBAL (\S+)', str(error))
+    what = f'its pickle needs {found[1]}' if found else f'its pickle is not plain data ({str(error).splitlines()[0]})'
+    message = (f'refused to load {filename!r}: {what}, which is not a tensor, a plain container or allow-listed '
+               'mmengine training state. petah_mm reads every checkpoint with torch.load(weights_only=True) so '
+               'that a shared file cannot run code. ')
+    if found and found[1].startswith(('mmengine.', 'collections.', 'numpy.')) and not hasattr(
+            torch.serialization, 'add_safe_globals'):
         return message + (f'torch {torch.__version__} cannot allow-list mmengine\'s training state (that needs '
                           'torch >= 2.4), so resuming needs torch >= 2.4; a published checkpoint '
                           '(tools/model_converters/publish_model.py keeps meta and state_dict) loads on any torch')
@@ -106,6 +104,7 @@ def load_from_elsewhere(filename, map_location=None):
 
 def register_checkpoint_loaders() -> None:
     """Make mmengine's ``CheckpointLoader`` use the loaders above for every scheme it knows."""
+    others = [prefix for prefix in CheckpointLoader._schemes if prefix not in ('', 'http://', 'https://')]
     CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
     CheckpointLoader.register_scheme(prefixes=('http://', 'https://'), loader=load_from_http, force=True)
-    CheckpointLoader.register_scheme(prefixes=REFUSED_SCHEMES, loader=load_from_elsewhere, force=True)
+    CheckpointLoader.register_scheme(prefixes=others, loader=load_from_elsewhere, force=True)
