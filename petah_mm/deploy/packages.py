@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
+from importlib import import_module
 from pathlib import Path
 from typing import Dict, Optional, Union
 
@@ -35,6 +36,11 @@ from ..utils import atomic_write
 from ..utils.fileio import default_mode
 
 CONFIG_FILE = 'config.json'
+#: the libraries a task package may come from (its ``default_scope``)
+LIBRARY_SCOPES = ('mmengine', 'mmdet', 'mmseg', 'mmpretrain')
+#: ``type`` values the libraries read without a registry: mmdet's ``getattr(mmcv.ops, type)`` RoI layers, and
+#: mmcv's ``batched_nms``, which ``eval``s its type, so only these exact strings are accepted
+NON_REGISTRY_TYPES = ('nms', 'soft_nms', 'RoIAlign', 'RoIPool')
 
 PathLike = Union[str, Path]
 
@@ -125,7 +131,10 @@ def read_package_config(package: PathLike) -> tuple:
         raise AdapterFileError(f'{path}: expected {{"task_id": str, "config": {{...}}}}, got '
                                f'{type(data).__name__} with keys {sorted(data) if isinstance(data, dict) else []}')
     cfg = Config(data['config'])
-    check_registered_types(cfg.to_dict(), path, cfg.get('default_scope'))
+    if cfg.get('default_scope') not in LIBRARY_SCOPES[1:]:
+        raise AdapterFileError(f'{path}: default_scope={cfg.get("default_scope")!r}; a task package belongs to one '
+                               f'of {LIBRARY_SCOPES[1:]}')
+    check_registered_types(cfg.to_dict(), path, cfg.default_scope)
     return data['task_id'], cfg
 
 
@@ -141,8 +150,20 @@ def registry_import_fallback_disabled():
         module.get_object_from_string = original
 
 
-def root_registries():
-    return [r for r in vars(mmengine.registry).values() if isinstance(r, Registry)]
+def is_registered(name: str, scope: str) -> bool:
+    """Whether a build in ``scope`` finds ``name`` in a registry, importing nothing named by the package.
+
+    A scope prefix (``mmpretrain.EfficientFormer``) must be a library's: mmengine imports
+    ``<prefix>.registry`` for any other, and its fallback imports any dotted path.
+    """
+    if '.' in name and name.split('.')[0] not in LIBRARY_SCOPES:
+        return False
+    import_module(f'{scope}.registry')  # creates the library's child registries
+    with registry_import_fallback_disabled():
+        for root in (r for r in vars(mmengine.registry).values() if isinstance(r, Registry)):
+            if root._children.get(scope, root).get(name) is not None:  # the registry a build in scope uses
+                return True
+    return False
 
 
 def check_registered_types(node, path, scope, key='config') -> None:
@@ -155,9 +176,7 @@ def check_registered_types(node, path, scope, key='config') -> None:
         return
     if 'type' in node:
         name = node['type']
-        with DefaultScope.overwrite_default_scope(scope), registry_import_fallback_disabled():
-            known = isinstance(name, str) and any(r.get(name) is not None for r in root_registries())
-        if not known:
+        if not (name in NON_REGISTRY_TYPES or isinstance(name, str) and is_registered(name, scope)):
             raise AdapterFileError(f'{path}: {key}.type={name!r} is not a registered module name; a task package '
                                    'may only name registered types (it is data, not code)')
     for k, value in node.items():
