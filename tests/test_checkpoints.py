@@ -74,3 +74,14 @@ def test_atomic_write_cleans_stale_temp_files_and_uses_normal_permissions(tmp_pa
         os.umask(old_umask)
     assert not stale.exists() and other.exists()
     assert target.read_bytes() == b'data'
+
+
+@pytest.mark.parametrize('config', [
+    'configs/toy/ef-l1-petah2_toy-cls.py', 'configs/toy/fpn_ef-l1-petah2_toy-ade20k.py',
+    'configs/toy/cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py', 'configs/fgvc/ef-l1-petah2_8xb128-200e_dtd.py',
+    'configs/cascade_rcnn/cascade-mask-rcnn_ef-l7-petah2_fpn_1x_coco.py',
+    'configs/sem_fpn/fpn_ef-l7-petah2_8xb4-40k_ade20k-512x512.py'
+])
+def test_configs_train_with_the_safe_checkpoint_hook(config):
+    from mmengine.config import Config
+    assert Config.fromfile(REPO / config).default_hooks.checkpoint.type == 'SafeCheckpointHook'

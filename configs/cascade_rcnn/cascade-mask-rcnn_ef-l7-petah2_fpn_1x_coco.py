@@ -6,6 +6,7 @@ _base_ = [
     '../_base_/models/efficientformer.py',
 ]
 custom_imports = dict(imports=['petah_mm'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))  # crash-safe saves (docs/security.md)
 
 model = dict(
     backbone=dict(_base_.petah_backbone, _delete_=True),
