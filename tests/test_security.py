@@ -138,3 +138,30 @@ def test_no_silent_overwrite(adapter_file):
     assert adapter_file.read_bytes() == before
     write_tensor_file(adapter_file, {'a': torch.zeros(1)}, {}, kind='adapter', force=True)
     assert set(read_tensor_file(adapter_file, kind='adapter')[0]) == {'a'}
+
+
+def mmengine_checkpoint(path):
+    """What a Runner checkpoint holds besides tensors: HistoryBuffer, numpy values, Counter milestones."""
+    import collections
+
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+    buffer = HistoryBuffer()
+    buffer.update(np.float64(0.5))
+    torch.save(dict(state_dict={'w': torch.ones(2)}, meta=dict(epoch=1, seed=np.int64(3)),
+                    message_hub=dict(log_scalars=dict(loss=buffer)),
+                    param_schedulers=[dict(milestones=collections.Counter({2: 1}))]), path)
+    return path
+
+
+@pytest.mark.parametrize('torch_has_safe_globals', [True, False])
+def test_resume_checkpoints_load_and_payloads_are_refused_on_any_torch(tmp_path, monkeypatch, torch_has_safe_globals):
+    if not torch_has_safe_globals:  # torch < 2.4, e.g. the 2.1 of the README's GPU recipe
+        monkeypatch.delattr(torch.serialization, 'add_safe_globals')
+    loaded = CheckpointLoader.load_checkpoint(str(mmengine_checkpoint(tmp_path / 'epoch_1.pth')))
+    assert loaded['message_hub']['log_scalars']['loss'].current() == 0.5
+    assert loaded['param_schedulers'][0]['milestones'][2] == 1
+    marker = tmp_path / 'PWNED'
+    with pytest.raises(CheckpointRefusedError, match='its pickle needs'):
+        CheckpointLoader.load_checkpoint(str(plant(tmp_path / 'evil.pth', marker)))
+    assert not marker.exists()

@@ -5,7 +5,8 @@ defaults to ``weights_only``) and ``http(s)://`` files with ``torch.hub``, which
 a payload in the hub cache runs inside ``init_weights()``. Importing petah_mm replaces mmengine's
 loaders (``CheckpointLoader`` schemes), so ``init_cfg=dict(type='Pretrained')``, ``load_from``,
 ``--resume``, ``load_checkpoint`` and every tool read with ``weights_only=True`` plus the explicit
-safe globals of :mod:`petah_mm.compat`. A URL is downloaded once to torch's hub cache
+safe globals of :mod:`petah_mm.compat` (on torch < 2.4, the same allow-list through a restricted
+unpickler). A URL is downloaded once to torch's hub cache
 (``$TORCH_HOME/hub/checkpoints``) and the cached file is read the same way. Schemes that fetch
 from elsewhere (``open-mmlab://``, ``s3://`` ...) are refused with the reason.
 """
@@ -19,6 +20,8 @@ from urllib.parse import urlparse
 import torch
 from mmengine.dist import barrier, get_dist_info
 from mmengine.runner import CheckpointLoader
+
+from ..compat import safe_torch_load
 
 #: a published file name ending in the first hex digits of its sha256 (mmdet/mmpretrain model zoos)
 HASH_IN_NAME = re.compile(r'-([a-f0-9]{8,64})\.\w+$')
@@ -34,7 +37,7 @@ def load_checkpoint_file(filename, map_location=None):
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename!r} does not exist')
     try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
+        return safe_torch_load(filename, map_location)
     except pickle.UnpicklingError as e:
         raise CheckpointRefusedError(refusal_message(filename, e)) from None
 
@@ -45,11 +48,6 @@ def refusal_message(filename: str, error: Exception) -> str:
     message = (f'refused to load {filename!r}: {what}, which is not a tensor, a plain container or allow-listed '
                'mmengine training state. petah_mm reads every checkpoint with torch.load(weights_only=True) so '
                'that a shared file cannot run code. ')
-    if found and found[1].startswith(('mmengine.', 'collections.', 'numpy.')) and not hasattr(
-            torch.serialization, 'add_safe_globals'):
-        return message + (f'torch {torch.__version__} cannot allow-list mmengine\'s training state (that needs '
-                          'torch >= 2.4), so resuming needs torch >= 2.4; a published checkpoint '
-                          '(tools/model_converters/publish_model.py keeps meta and state_dict) loads on any torch')
     return message + ('If you trust the file, re-save just its weights with plain tensors (e.g. '
                       'torch.save({"state_dict": sd}, path)) in a separate process and load that')
 
