@@ -8,11 +8,12 @@ from petah_mm.deploy.multitask import tie_shared_weights
 
 
 def randomise(model, seed):
+    """Adapters with trained-like values, so that ΔW is not the zero of the init."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            if '.adapter.' in name:
-                param.copy_(torch.randn(param.shape, generator=g) * 0.1)
+        for layer in adapted_layers(model).values():
+            for factor in layer.adapter.parameters():
+                factor.copy_(torch.randn(factor.shape, generator=g) * 0.1)
     return model
 
 
