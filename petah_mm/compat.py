@@ -13,8 +13,14 @@ Allow-listing ``getattr`` would let a checkpoint reach any attribute of any allo
 instead the built-ins are left out of the pickled state: ``HistoryBuffer.__setstate__``
 registers them again anyway. Checkpoints written without petah_mm imported keep the
 ``getattr`` and still need ``weights_only=False`` from a trusted source.
+
+torch < 2.4 (the README's GPU recipe installs 2.1) has no ``add_safe_globals``: there,
+:func:`safe_torch_load` passes torch's own weights-only allow-list plus these globals to a
+restricted unpickler instead, so the same files load and the same payloads are refused.
 """
 import collections
+import pickle
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -44,6 +50,33 @@ def _history_buffer_state(self) -> dict:
         for name, method in self._statistics_methods.items() if getattr(HistoryBuffer, name, None) is not method
     }
     return state
+
+
+def restricted_pickle_module() -> SimpleNamespace:
+    """A ``pickle_module`` for ``torch.load`` that resolves only allow-listed globals, named by module and name."""
+    from torch import _weights_only_unpickler
+    allowed = dict(_weights_only_unpickler._get_allowed_globals())
+    for obj in mmengine_checkpoint_globals():
+        allowed[f'{obj.__module__}.{obj.__qualname__}'] = obj
+        if obj.__module__.startswith('numpy._core'):  # written by numpy 1.x
+            allowed[f'{obj.__module__.replace("numpy._core", "numpy.core")}.{obj.__qualname__}'] = obj
+
+    class Unpickler(pickle.Unpickler):
+
+        def find_class(self, module, name):
+            if f'{module}.{name}' not in allowed:
+                raise pickle.UnpicklingError(f'Unsupported global: GLOBAL {module}.{name} is not allow-listed')
+            return allowed[f'{module}.{name}']
+
+    return SimpleNamespace(__name__='petah_mm_restricted_pickle', Unpickler=Unpickler,
+                           load=lambda file, **kwargs: Unpickler(file, **kwargs).load())
+
+
+def safe_torch_load(file, map_location=None):
+    """``torch.load(weights_only=True)`` with mmengine's globals allowed, on any torch >= 1.13."""
+    if hasattr(torch.serialization, 'add_safe_globals'):
+        return torch.load(file, map_location=map_location, weights_only=True)
+    return torch.load(file, map_location=map_location, weights_only=False, pickle_module=restricted_pickle_module())
 
 
 def allow_mmengine_checkpoints() -> None:

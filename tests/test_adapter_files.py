@@ -58,7 +58,7 @@ def test_roundtrip_restores_outputs_and_metadata(pair, tmp_path):
 def test_only_adapter_tensors_are_saved(pair, tmp_path):
     source, _ = pair
     source.save_adapter(tmp_path / 'a.safetensors')
-    tensors, _ = read_tensor_file(tmp_path / 'a.safetensors')
+    tensors, _ = read_tensor_file(tmp_path / 'a.safetensors', kind='adapter')
     assert all('.adapter.lora_' in name for name in tensors)
     assert len(tensors) == 2 * len(adapted_layers(source))
 
@@ -93,9 +93,9 @@ def test_different_frozen_weights(pair, tmp_path):
 
 
 def rewrite(path, out, edit):
-    tensors, meta = read_tensor_file(path)
+    tensors, meta = read_tensor_file(path, kind='adapter')
     edit(tensors)
-    write_tensor_file(out, tensors, meta)
+    write_tensor_file(out, tensors, meta, kind='adapter')
 
 
 def test_missing_extra_and_misshapen_tensors(pair, tmp_path):
@@ -109,6 +109,44 @@ def test_missing_extra_and_misshapen_tensors(pair, tmp_path):
     expect_refusal(target, tmp_path / 'extra.safetensors', r'unexpected .*network\.9')
     rewrite(good, tmp_path / 'shape.safetensors', lambda t: t.update({name: t[name].flatten()}))
     expect_refusal(target, tmp_path / 'shape.safetensors', f'{name}.*shape')
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.int64])
+def test_wrongly_typed_tensors_are_refused_not_cast(pair, tmp_path, dtype):
+    source, target = pair
+    source.save_adapter(tmp_path / 'a.safetensors')
+    name = sorted(source.task_param_names)[0]
+    rewrite(tmp_path / 'a.safetensors', tmp_path / 'typed.safetensors', lambda t: t.update({name: t[name].to(dtype)}))
+    expect_refusal(target, tmp_path / 'typed.safetensors', f"typed.safetensors: tensor '{name}' is {dtype}")
+
+
+def test_non_finite_adapter_is_refused(pair, tmp_path):
+    source, target = pair
+    with torch.no_grad():
+        next(p for n, p in source.named_parameters() if '.adapter.' in n).view(-1)[0] = float('nan')
+    source.save_adapter(tmp_path / 'nan.safetensors')
+    expect_refusal(target, tmp_path / 'nan.safetensors', 'nan.safetensors: tensor .* holds NaN or Inf')
+
+
+def test_a_flipped_byte_in_the_tensor_data_is_refused(pair, tmp_path):
+    source, target = pair
+    source.save_adapter(tmp_path / 'a.safetensors')
+    data = bytearray((tmp_path / 'a.safetensors').read_bytes())
+    data[-10] ^= 0x04
+    (tmp_path / 'flipped.safetensors').write_bytes(bytes(data))
+    expect_refusal(target, tmp_path / 'flipped.safetensors', 'sha256 mismatch')
+
+
+def test_existing_file_is_not_overwritten_without_force(pair, tmp_path):
+    source, _ = pair
+    source.save_adapter(tmp_path / 'a.safetensors')
+    before = (tmp_path / 'a.safetensors').read_bytes()
+    trained(source, seed=3)
+    with pytest.raises(FileExistsError, match='force'):
+        source.save_adapter(tmp_path / 'a.safetensors')
+    assert (tmp_path / 'a.safetensors').read_bytes() == before
+    source.save_adapter(tmp_path / 'a.safetensors', force=True)
+    assert (tmp_path / 'a.safetensors').read_bytes() != before
 
 
 def test_truncated_and_corrupt_files(pair, tmp_path):
@@ -154,7 +192,7 @@ def test_interrupted_write_keeps_the_previous_file(pair, tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, 'fsync', crash)
     with pytest.raises(OSError, match='disk full'):
-        source.save_adapter(path)
+        source.save_adapter(path, force=True)
     assert path.read_bytes() == original
     assert [p.name for p in tmp_path.iterdir()] == ['a.safetensors']
 

@@ -33,7 +33,8 @@ CONV_CASES = [
 @pytest.mark.parametrize('conv_kwargs', CONV_CASES)
 def test_conv_merge_equals_unmerged(conv_kwargs, factorization):
     base = nn.Conv2d(**conv_kwargs)
-    layer = randomise(adapt_layer('conv', base, dict(type=factorization, rank=2, alpha=3.)))
+    # eval: a merged layer does not train
+    layer = randomise(adapt_layer('conv', base, dict(type=factorization, rank=2, alpha=3.))).eval()
     x = torch.randn(2, conv_kwargs['in_channels'], 37, 53)
     original = base.weight.detach().clone()
     unmerged = layer(x)
@@ -52,7 +53,7 @@ def test_conv_merge_equals_unmerged(conv_kwargs, factorization):
 @pytest.mark.parametrize('factorization', ['lora', 'loha'])
 def test_linear_merge_equals_unmerged(factorization):
     base = nn.Linear(19, 23)
-    layer = randomise(adapt_layer('fc', base, dict(type=factorization, rank=4)))
+    layer = randomise(adapt_layer('fc', base, dict(type=factorization, rank=4))).eval()  # merged: no training
     x = torch.randn(3, 11, 19)
     unmerged = layer(x)
     layer.merge()
@@ -101,7 +102,7 @@ def test_identity_at_init_and_scaling(factorization):
     x = torch.randn(2, 3, 9, 11)
     assert torch.equal(layer(x), base(x))
     assert layer.adapter.scaling == 1.0  # alpha defaults to the rank
-    assert adapt_layer('c', nn.Conv2d(3, 5, 1), dict(type=factorization, rank=4, alpha=2)).adapter.scaling == 0.5
+    assert adapt_layer('c', nn.Conv2d(5, 5, 1), dict(type=factorization, rank=4, alpha=2)).adapter.scaling == 0.5
 
 
 def test_adapted_layer_shares_frozen_parameters_and_names():

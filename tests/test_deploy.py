@@ -1,6 +1,11 @@
 """Release and deployment: published checkpoints, task packages, merged exports, multi-task serving."""
+import json
+import os
+import pickle
+import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -72,6 +77,9 @@ def test_publish_strips_training_state_and_names_by_sha256(tmp_path):
     assert set(published) == {'meta', 'state_dict'} and published['meta'] == {'epoch': 12}
     with pytest.raises(KeyError, match='no .*ema'):
         publish_checkpoint(tmp_path / 'epoch_12.pth', tmp_path / 'x.pth', save_keys=['ema'])
+    with pytest.raises(FileExistsError, match='force'):
+        publish_checkpoint(tmp_path / 'epoch_12.pth', tmp_path / 'cascade-rcnn_ef-l7-petah2.pth')
+    assert publish_checkpoint(tmp_path / 'epoch_12.pth', tmp_path / 'cascade-rcnn_ef-l7-petah2.pth', force=True) == out
 
 
 def test_l7_petah2_adapter_is_under_1_9_mb(tmp_path):
@@ -86,7 +94,7 @@ def test_task_package_roundtrip(workspace, task, tmp_path):
     root, backbone_ckpt, image = workspace
     cfg, model = trained_model(task, backbone_ckpt)
     sizes = export_task_package(model, cfg, tmp_path / task)
-    assert sorted(p.name for p in (tmp_path / task).iterdir()) == ['adapter.safetensors', 'config.py',
+    assert sorted(p.name for p in (tmp_path / task).iterdir()) == ['adapter.safetensors', 'config.json',
                                                                    'task.safetensors']
     assert sizes['adapter'] == (tmp_path / task / 'adapter.safetensors').stat().st_size
     export_shared_backbone(model, tmp_path / 'backbone.safetensors')
@@ -162,3 +170,117 @@ def test_multitask_outputs_equal_each_task_alone(workspace, tmp_path, mode):
     for _ in range(2):  # switch back and forth
         for task in packages:
             assert_same(served.predict(task, image), alone[task], exact=mode == 'routing')
+
+
+@pytest.fixture(scope='module')
+def cls_package(workspace, tmp_path_factory):
+    root, backbone_ckpt, _ = workspace
+    cfg, model = trained_model('cls', backbone_ckpt)
+    out = tmp_path_factory.mktemp('cls_package')
+    export_task_package(model, cfg, out / 'cls')
+    export_shared_backbone(model, out / 'backbone.safetensors')
+    return out / 'cls', out / 'backbone.safetensors'
+
+
+def payloads(config: dict, marker: Path) -> dict:
+    """config.json contents that would run ``touch marker`` if the package were code."""
+    command = f'touch {marker}'
+    as_call = json.loads(json.dumps(config))
+    as_call['config']['model'] = dict(type='os.system', command=command)
+    as_eval = json.loads(json.dumps(config))  # mmcv's batched_nms eval()s its nms type
+    as_eval['config']['model']['head']['nms'] = dict(type=f"__import__('os').system('{command}') or 'nms'")
+    return {
+        'python': f"__import__('os').system('{command}')\n",
+        'yaml': f"!!python/object/apply:os.system ['{command}']\n",
+        'pickle': pickle.dumps(dict(x=Path.touch), protocol=0).decode('latin-1'),
+        'dotted type': json.dumps(as_call),
+        'eval string': json.dumps(as_eval),
+    }
+
+
+def test_a_task_package_is_pure_data(cls_package, tmp_path):
+    package, backbone = cls_package
+    marker = tmp_path / 'PWNED'
+    config = json.loads((package / 'config.json').read_text())
+    for name, text in payloads(config, marker).items():
+        planted = tmp_path / name.replace(' ', '_')
+        shutil.copytree(package, planted)
+        (planted / 'config.json').write_text(text)
+        with pytest.raises(AdapterFileError, match='config.json: (not valid JSON|.*not a registered module)'):
+            load_task_package(planted, backbone)
+        assert not marker.exists(), f'the {name} payload ran'
+    legacy = tmp_path / 'legacy'
+    shutil.copytree(package, legacy)
+    (legacy / 'config.json').unlink()
+    (legacy / 'config.py').write_text(f"__import__('os').system('touch {marker}')\n")
+    with pytest.raises(AdapterFileError, match='older, code-executing package format'):
+        load_task_package(legacy, backbone)
+    assert not marker.exists()
+
+
+def test_a_file_from_another_package_is_refused(workspace, cls_package, tmp_path):
+    package, backbone = cls_package
+    root, backbone_ckpt, _ = workspace
+    cfg, model = trained_model('cls', backbone_ckpt, seed=5)
+    export_task_package(model, cfg, tmp_path / 'other')
+    for name in ('adapter.safetensors', 'task.safetensors'):
+        mixed = tmp_path / f'mixed_{name.split(".")[0]}'
+        shutil.copytree(package, mixed)
+        shutil.copy(tmp_path / 'other' / name, mixed / name)
+        with pytest.raises(AdapterFileError, match=f'{name}: belongs to task .* but this package is task'):
+            load_task_package(mixed, backbone)
+
+
+def test_package_files_get_normal_permissions(cls_package):
+    package, backbone = cls_package
+    umask = os.umask(0)
+    os.umask(umask)
+    assert package.stat().st_mode & 0o777 == 0o777 & ~umask
+    for path in (*package.iterdir(), backbone):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_merged_export_never_overwrites_silently(workspace, tmp_path):
+    root, backbone_ckpt, _ = workspace
+    cfg, model = trained_model('cls', backbone_ckpt)
+    training_cfg = tmp_path / 'train_cfg.py'
+    cfg.dump(training_cfg)
+    cfg = Config.fromfile(training_cfg)
+    before = training_cfg.read_text()
+    with pytest.raises(ValueError, match='refusing to overwrite the input file'):
+        export_merged(model, cfg, tmp_path / 'train_cfg.pth', force=True)  # would write train_cfg.py
+    assert training_cfg.read_text() == before and not (tmp_path / 'train_cfg.pth').exists()
+    export_merged(model, cfg, tmp_path / 'merged.pth')
+    with pytest.raises(FileExistsError, match='force'):
+        export_merged(model, cfg, tmp_path / 'merged.pth')
+
+
+def test_multitask_predict_from_several_threads(workspace, tmp_path):
+    root, backbone_ckpt, image = workspace
+    packages = {}
+    for seed, task in enumerate(('seg', 'cls')):
+        cfg, model = trained_model(task, backbone_ckpt, seed=seed)
+        export_task_package(model, cfg, tmp_path / task)
+        packages[task] = tmp_path / task
+    export_shared_backbone(model, tmp_path / 'backbone.safetensors')
+    served = MultiTaskModel(tmp_path / 'backbone.safetensors', packages, mode='merge')
+    shared = next(iter(served.models.values())).backbone.shared_state_dict()
+    loaded = {k: v.clone() for k, v in shared.items()}
+    alone = {task: served.predict(task, image) for task in packages}
+    errors = []
+
+    def worker(order):
+        try:
+            for task in order * 3:
+                assert_same(served.predict(task, image), alone[task])
+        except Exception as e:  # noqa: BLE001  (reported by the main thread)
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(order, )) for order in (['seg', 'cls'], ['cls', 'seg'], ['cls'])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
+    served.models[served.active].backbone.unmerge_adapters()
+    assert all(torch.equal(v, loaded[k]) for k, v in shared.items())

@@ -19,12 +19,12 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from petah_mm.adapters import adapted_layers
-from petah_mm.adapters.io import fingerprint
 from petah_mm.models import DenseEfficientFormer, PETAHEfficientFormer
 from petah_mm.sparse import (PreserveSparsityHook, SparseFileError, magnitude_masks, prunable_weights, prune_,
                              read_checkpoint, read_packed, sparsity_by_kind, weight_kinds, write_checkpoint,
                              write_packed)
-from petah_mm.sparse.storage import FORMAT, FORMAT_VERSION, pack_state_dict
+from petah_mm.sparse.storage import pack_state_dict
+from petah_mm.utils.tensor_file import FORMAT_VERSION, tensor_digest
 
 REPO = Path(__file__).resolve().parents[1]
 TRUNK = dict(arch='l1', out_indices=[3], reshape_last_feat=False)
@@ -346,23 +346,23 @@ def test_broken_files_are_refused_with_the_reason(tmp_path):
     cases = {
         'does not exist': tmp_path / 'missing.safetensors',
         'truncated or corrupt': corrupt(tmp_path / 'cut.safetensors', data[:-50]),
-        'checksum mismatch': corrupt(tmp_path / 'flipped.safetensors', bytes(flipped)),
+        'sha256 mismatch': corrupt(tmp_path / 'flipped.safetensors', bytes(flipped)),
     }
     for reason, path in cases.items():
         with pytest.raises(SparseFileError, match=reason):
             read_packed(path)
 
     save_file({'w': torch.zeros(2)}, str(tmp_path / 'other.safetensors'), metadata=dict(format='something'))
-    with pytest.raises(SparseFileError, match="not a petah_mm sparse checkpoint .*'something'"):
+    with pytest.raises(SparseFileError, match="not a petah_mm sparse file .*'something'"):
         read_packed(tmp_path / 'other.safetensors')
 
     tensors, layout = pack_state_dict({'w': torch.tensor([0., 1., 0., 2.])})
-    for version, values in (('2', tensors['values/w']), (FORMAT_VERSION, torch.tensor([1.]))):
+    for version, values in (('1', tensors['values/w']), (FORMAT_VERSION, torch.tensor([1.]))):
         forged = dict(tensors, **{'values/w': values})
         save_file(forged, str(tmp_path / 'forged.safetensors'),
-                  metadata=dict(format=FORMAT, format_version=version, tensors=json.dumps(layout), meta='{}',
-                                checksum=fingerprint(forged.items())))
-        with pytest.raises(SparseFileError, match="version '2'" if version == '2' else "tensor 'w'.*do not fit"):
+                  metadata=dict(format='petah_mm.sparse', format_version=version, tensors=json.dumps(layout),
+                                meta='{}', sha256=tensor_digest(forged.items())))
+        with pytest.raises(SparseFileError, match="version '1'" if version == '1' else "tensor 'w'.*do not fit"):
             read_packed(tmp_path / 'forged.safetensors')
 
 
@@ -385,7 +385,7 @@ def test_pickles_are_never_unpickled(tmp_path):
 
 
 def test_meta_must_be_json(tmp_path):
-    with pytest.raises(ValueError, match='meta is not JSON-serializable'):
+    with pytest.raises(ValueError, match="metadata 'meta' is not JSON-serializable"):
         write_packed(tmp_path / 'x.safetensors', {'w': torch.zeros(3)}, dict(when=object()))
     assert not list(tmp_path.iterdir())
 

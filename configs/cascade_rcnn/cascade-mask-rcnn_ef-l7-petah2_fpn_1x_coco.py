@@ -7,6 +7,7 @@ _base_ = [
 ]
 custom_imports = dict(imports=['petah_mm'], allow_failed_imports=False)
 __checkpoints, __channels, __backbone = map(_base_.pop, ('ef_checkpoints', 'ef_channels', 'petah_backbone'))
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))  # crash-safe saves (docs/security.md)
 
 model = dict(backbone=dict(__backbone, _delete_=True), neck=dict(in_channels=__channels.l7))
 

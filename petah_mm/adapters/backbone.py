@@ -8,14 +8,14 @@ backward), re-zeroes the adapters after any ``init_cfg`` has
 run, and reads and writes adapter files.
 """
 from pathlib import Path
-from typing import Dict, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 from mmengine.logging import print_log
 
 from ..utils import convert_frozen_batchnorm, freeze_batchnorm_stats
 from .injector import adapted_layers, inject_adapters, set_trainable, task_parameter_names
-from .io import check_adapter, fingerprint, read_tensor_file, write_tensor_file
+from .io import check_adapter, check_task_id, fingerprint, read_tensor_file, write_tensor_file
 from .methods import build_plan
 
 
@@ -106,16 +106,18 @@ class AdaptedBackboneMixin:
                       for group, cfg in self.adapter_plan.adapters.items()},
             dropout=self.adapter_cfg.get('dropout', 0.))
 
-    def save_adapter(self, path: Union[str, Path]) -> int:
-        """Write this task's backbone tensors as safetensors; returns the file size in bytes."""
-        meta = dict(self.adapter_metadata(), frozen_fingerprint=self.frozen_fingerprint())
-        return write_tensor_file(path, self.task_state_dict(), meta)
+    def save_adapter(self, path: Union[str, Path], force: bool = False, task_id: Optional[str] = None) -> int:
+        """Write this task's backbone tensors; returns the file size in bytes. An existing file is
+        refused unless ``force``; ``task_id`` binds the file to a task package."""
+        meta = dict(self.adapter_metadata(), frozen_fingerprint=self.frozen_fingerprint(), task_id=task_id)
+        return write_tensor_file(path, self.task_state_dict(), meta, kind='adapter', force=force)
 
     @torch.no_grad()
-    def load_adapter(self, path: Union[str, Path]) -> None:
-        """Apply an adapter file, or raise before touching any weight."""
-        tensors, meta = read_tensor_file(path)
+    def load_adapter(self, path: Union[str, Path], task_id: Optional[str] = None) -> None:
+        """Apply an adapter file (of package ``task_id`` if given), or raise before touching any weight."""
+        tensors, meta = read_tensor_file(path, kind='adapter')
         own = self.task_state_dict()
+        check_task_id(path, meta, task_id)
         check_adapter(path, tensors, meta, self.adapter_metadata(), own, self.frozen_fingerprint())
         for name, tensor in tensors.items():
             own[name].copy_(tensor)

@@ -40,6 +40,10 @@ class Factorization(nn.Module):
         if not isinstance(rank, int) or rank <= 0:
             raise ValueError(f'adapter rank must be a positive integer, got {rank!r}')
         self.weight_shape = tuple(weight_shape)
+        if rank > min(self.out_features, self.in_features):
+            raise ValueError(f'adapter rank {rank} exceeds the rank of a {self.weight_shape} weight (at most '
+                             f'min(out, in/groups·k²) = {min(self.out_features, self.in_features)}); choose a rank '
+                             f'in [1, {min(self.out_features, self.in_features)}] or narrow the target patterns')
         self.rank = rank
         self.alpha = float(rank if alpha is None else alpha)
         self.scaling = self.alpha / rank

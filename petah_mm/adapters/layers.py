@@ -18,8 +18,17 @@ from .factorizations import FACTORIZATIONS, Factorization
 from .low_rank_kernels import LowRankConv2d, LowRankLinear
 
 
+#: state-dict key (under the layer's prefix) marking a state dict taken while merged; '.adapter.' filters drop it
+MERGED_KEY = 'adapter.merged'
+
+
 class AdaptedLayerMixin:
-    """Merge / unmerge shared by the adapted Linear and Conv2d."""
+    """Merge / unmerge shared by the adapted Linear and Conv2d.
+
+    Merging keeps the frozen kernel aside and unmerging puts that very tensor back, so any number
+    of merge/unmerge cycles (task switches) leaves the shared weights bit-identical, whatever the
+    adapter did meanwhile. The cost is one extra copy of each adapted kernel while merged.
+    """
 
     adapter: Factorization
     merged: bool
@@ -32,6 +41,7 @@ class AdaptedLayerMixin:
         self.adapter = FACTORIZATIONS.get(kwargs.pop('type'))(weight_shape=base.weight.shape, **kwargs)
         self.adapter.to(device=base.weight.device, dtype=base.weight.dtype)
         self.merged = False
+        self._frozen_weight: Optional[torch.Tensor] = None
 
     def apply_kernel(self, x: torch.Tensor, kernel: torch.Tensor,
                      bias: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -39,8 +49,26 @@ class AdaptedLayerMixin:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
+            if self.training and torch.is_grad_enabled() and any(p.requires_grad for p in self.adapter.parameters()):
+                raise RuntimeError(f'training step on a merged {type(self).__name__}: the adapter would get no '
+                                   'gradient and train nothing; call unmerge_adapters() before training')
             return self.apply_kernel(x, self.weight, self.bias)
         return self.adapter.adapted_forward(x, self)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.merged:  # the weight already holds ΔW: mark it, so it is never loaded as a frozen weight
+            destination[prefix + MERGED_KEY] = torch.tensor(True)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if self.merged:
+            raise RuntimeError(f'load_state_dict into a merged {type(self).__name__} ({prefix or "root"}): the '
+                               'loaded weights would be mixed with the merged ΔW; call unmerge_adapters() first')
+        if prefix + MERGED_KEY in state_dict:
+            raise RuntimeError(f'{prefix}weight in this state dict was taken while the adapters were merged (it '
+                               f'holds W + ΔW, key {prefix + MERGED_KEY}); loading it with the adapter would apply '
+                               'ΔW twice. Save after unmerge_adapters(), or load a merged export into a plain model')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def supports_branch(self) -> bool:
@@ -69,15 +97,17 @@ class AdaptedLayerMixin:
         if not torch.isfinite(delta).all():
             raise ValueError(f'refusing to merge a non-finite adapter delta into {type(self).__name__} '
                              f'{tuple(self.weight.shape)}: the adapter weights contain NaN or Inf')
-        self.weight.add_(delta.to(self.weight.dtype))
+        self._frozen_weight = self.weight.data
+        self.weight.data = self._frozen_weight + delta.to(self.weight.dtype)
         self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Subtract ΔW again, restoring the frozen kernel (up to float rounding)."""
+        """Put the frozen kernel kept by :meth:`merge` back: bit-identical, not W + ΔW - ΔW."""
         if not self.merged:
             raise RuntimeError(f'{type(self).__name__} is not merged; nothing to unmerge')
-        self.weight.sub_(self.adapter.delta_weight().to(self.weight.dtype))
+        self.weight.data = self._frozen_weight
+        self._frozen_weight = None
         self.merged = False
 
 
@@ -140,4 +170,7 @@ def adapt_layer(name: str, layer: nn.Module, adapter_cfg: dict) -> AdaptedLayerM
     if type(layer) not in ADAPTABLE_TYPES:
         raise TypeError(f'cannot adapt module {name!r} of type {type(layer).__name__}: only plain '
                         'nn.Linear and nn.Conv2d are supported; narrow the target patterns')
-    return ADAPTABLE_TYPES[type(layer)](layer, adapter_cfg)
+    try:
+        return ADAPTABLE_TYPES[type(layer)](layer, adapter_cfg)
+    except ValueError as e:
+        raise ValueError(f'cannot adapt module {name!r}: {e}') from e

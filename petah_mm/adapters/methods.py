@@ -50,6 +50,11 @@ def build_plan(method: str,
     """
     if method not in METHODS:
         raise ValueError(f'unknown adapter method {method!r}; choose one of {", ".join(METHODS)}')
+    if alpha is not None and not alpha > 0:
+        raise ValueError(f'adapter.alpha must be positive (ΔW is scaled by alpha / rank, so {alpha!r} would '
+                         'train nothing or flip the update); leave it None for alpha = rank')
+    if not 0 <= dropout < 1:
+        raise ValueError(f'adapter.dropout must lie in [0, 1), got {dropout!r}')
     if factorization not in FACTORIZATIONS:
         raise ValueError(f'unknown adapter factorization {factorization!r}; registered: '
                          f'{", ".join(sorted(FACTORIZATIONS.module_dict))}')

@@ -5,12 +5,11 @@ the *same* frozen backbone, as tasks on a device do: this writes one such backbo
 mmpretrain's classification-checkpoint layout (``state_dict`` with ``backbone.`` keys), so the
 toy configs load it through the usual ``init_cfg=dict(type='Pretrained', ...)``.
 """
-import io
 from pathlib import Path
 
 import torch
 
-from ..utils import atomic_write
+from ..utils import save_torch_atomic
 
 
 def make_toy_backbone(path, arch: str = 'l1', seed: int = 0) -> Path:
@@ -24,8 +23,5 @@ def make_toy_backbone(path, arch: str = 'l1', seed: int = 0) -> Path:
         torch.manual_seed(seed)
         trunk = EfficientFormer(arch=arch, out_indices=[3])
     state = {f'backbone.{k}': v for k, v in trunk.state_dict().items()}
-    buffer = io.BytesIO()
-    torch.save(dict(state_dict=state, meta=dict(note=f'random EfficientFormer-{arch}, seed {seed}')), buffer)
-    with atomic_write(path) as f:
-        f.write(buffer.getvalue())
+    save_torch_atomic(dict(state_dict=state, meta=dict(note=f'random EfficientFormer-{arch}, seed {seed}')), path)
     return path

@@ -4,15 +4,14 @@ A classification model becomes mmpretrain's own ``EfficientFormer`` (224x224, it
 attention-bias grid); a detector or segmentor keeps ``DenseEfficientFormer`` for other input
 sizes, whose keys are mmpretrain's too. Either way inference costs what the plain model costs.
 """
-import io
 from pathlib import Path
-from typing import Dict, Union
+from typing import Dict, Iterable, Union
 
 import torch
 from mmengine.config import Config
 from torch import nn
 
-from ..utils import atomic_write
+from ..utils import check_output_path, save_torch_atomic
 
 
 @torch.no_grad()
@@ -35,13 +34,16 @@ def plain_backbone_config(backbone_cfg: dict) -> dict:
                 reshape_last_feat=backbone_cfg.get('reshape_last_feat', True))
 
 
-def export_merged(model: nn.Module, cfg: Config, out_file: Union[str, Path]) -> Path:
-    """Write ``out_file`` (a ``state_dict`` checkpoint) and ``<out_file>.py``, its adapter-free config."""
-    out_file = Path(out_file)
-    buffer = io.BytesIO()
-    torch.save(dict(state_dict=merged_state_dict(model), meta=dict(merged_from=cfg.filename)), buffer)
-    with atomic_write(out_file) as f:
-        f.write(buffer.getvalue())
+def export_merged(model: nn.Module, cfg: Config, out_file: Union[str, Path], force: bool = False,
+                  inputs: Iterable[Union[str, Path]] = ()) -> Path:
+    """Write ``out_file`` (a ``state_dict`` checkpoint) and ``<out_file>.py``, its adapter-free config.
+
+    Existing outputs are refused unless ``force``; ``inputs`` (the training config and checkpoint)
+    are never overwritten."""
+    out_file, inputs = Path(out_file), [*inputs, cfg.filename] if cfg.filename else list(inputs)
+    check_output_path(out_file.with_suffix('.py'), force, inputs)
+    save_torch_atomic(dict(state_dict=merged_state_dict(model), meta=dict(merged_from=cfg.filename)), out_file,
+                      force, inputs)
     plain = Config(cfg.to_dict())
     plain.model.backbone = plain_backbone_config(cfg.model.backbone)
     if plain.model.backbone.type.startswith('mmpretrain.'):

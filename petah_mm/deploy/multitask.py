@@ -5,7 +5,14 @@ the very tensors of the first task's backbone, so they exist once in memory. Two
 task: ``routing`` leaves all adapters unmerged (no switch cost, each adapted layer builds its
 W + ΔW in every forward), ``merge`` folds the active task's adapters into the shared kernels (a switch costs
 one unmerge and one merge, inference costs what the plain backbone costs).
+
+Calls are serialised: :meth:`MultiTaskModel.predict` holds one lock for the switch and the
+inference, because the tasks share the very kernel tensors (a merge for one task changes them
+for all) and the backbone keeps per-call state (the token grid of the attention bias). Several
+threads may call ``predict``; they run one at a time. :meth:`select` hands out a model for
+single-threaded use.
 """
+import threading
 from pathlib import Path
 from typing import Dict, Union
 
@@ -37,6 +44,7 @@ class MultiTaskModel:
             raise ValueError(f'unknown multi-task mode {mode!r}; choose one of {MODES}')
         shared, _ = read_tensor_file(backbone_file, kind='backbone')
         self.mode, self.active = mode, None
+        self.lock = threading.RLock()
         self.models: Dict[str, nn.Module] = {}
         for name, package in packages.items():
             model = load_task_package(package, shared)
@@ -48,15 +56,19 @@ class MultiTaskModel:
         """The task's model, with its adapters merged into the shared kernels in ``merge`` mode."""
         if task not in self.models:
             raise KeyError(f'unknown task {task!r}; loaded tasks: {sorted(self.models)}')
-        if self.mode == 'merge' and self.active != task:
-            if self.active is not None:
-                self.models[self.active].backbone.unmerge_adapters()
-            self.models[task].backbone.merge_adapters()
-            self.active = task
-        return self.models[task]
+        with self.lock:
+            if self.mode == 'merge' and self.active != task:
+                if self.active is not None:
+                    self.models[self.active].backbone.unmerge_adapters()
+                    self.active = None
+                self.models[task].backbone.merge_adapters()
+                self.active = task
+            return self.models[task]
 
     def predict(self, task: str, image_path: PathLike):
-        return predict(self.select(task), image_path)
+        """Thread-safe: the switch and the inference run under one lock."""
+        with self.lock:
+            return predict(self.select(task), image_path)
 
 
 @torch.no_grad()

@@ -1,33 +1,29 @@
 """Checkpoints of a sparse backbone: the dense ``.pth`` mmengine loads, and a compact safetensors form.
 
-Compact format (``format=petah_mm.sparse``, ``format_version=1``), a safetensors file with
+Compact format: a petah_mm tensor file of kind ``sparse`` (:mod:`petah_mm.utils.tensor_file`: safetensors,
+format and version checks, sha256 of the tensor bytes) with
     * ``dense/<name>``: a tensor stored as is;
     * ``values/<name>`` + ``mask/<name>``: a tensor stored as its non-zero entries in row-major
       order plus ``numpy.packbits`` of its non-zero pattern (1 bit per entry, zero padding);
-and string metadata ``tensors`` (JSON, name -> ``null`` for dense or ``{"shape", "dtype"}`` for
-packed, in state-dict order), ``meta`` (JSON, the checkpoint's meta) and ``checksum`` (over every
-stored tensor, so flipped bytes are caught, not just a broken header).
+and metadata ``tensors`` (name -> ``null`` for dense or ``{"shape", "dtype"}`` for packed, in
+state-dict order) and ``meta`` (the checkpoint's meta).
 
 A tensor is packed when that is smaller: ``nnz * itemsize + ceil(n / 8) < n * itemsize``, i.e. below
 ~97% density for float32 (a 90%-sparse float32 weight takes 13% of its dense size). "Non-zero" is
 decided on the bit pattern, so -0.0 and NaN payloads are kept as values and unpacking is bit for bit
 lossless. Reading never unpickles: safetensors holds only tensors and strings.
 """
-import json
 import math
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as save_safetensors_bytes
 
-from ..adapters.io import fingerprint
-from ..utils import atomic_write
+from ..engine.checkpoint import load_checkpoint_file
+from ..utils import save_torch_atomic
+from ..utils.tensor_file import TensorFileError, read_tensor_file, write_tensor_file
 
-FORMAT = 'petah_mm.sparse'
-FORMAT_VERSION = '1'
 #: dtypes that can be packed, by the name the file records
 DTYPES = {str(d).removeprefix('torch.'): d for d in (torch.float16, torch.bfloat16, torch.float32, torch.float64,
                                                      torch.uint8, torch.int8, torch.int16, torch.int32,
@@ -38,23 +34,22 @@ _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 StateDict = Dict[str, torch.Tensor]
 
 
-class SparseFileError(ValueError):
-    """A compact sparse checkpoint that cannot be read, with the reason."""
+#: the container's error: one error class for every petah_mm tensor file
+SparseFileError = TensorFileError
 
 
-def write_checkpoint(path: Union[str, Path], state_dict: Mapping[str, torch.Tensor], meta: dict) -> int:
+def write_checkpoint(path: Union[str, Path], state_dict: Mapping[str, torch.Tensor], meta: dict,
+                     force: bool = False) -> int:
     """``{'state_dict', 'meta'}`` as an mmengine-loadable ``.pth``, written atomically; returns its size."""
-    with atomic_write(path) as f:
-        torch.save(dict(state_dict=dict(state_dict), meta=meta), f)
-    return Path(path).stat().st_size
+    return save_torch_atomic(dict(state_dict=dict(state_dict), meta=meta), path, force)
 
 
 def read_checkpoint(path: Union[str, Path]) -> Tuple[StateDict, dict, list]:
     """State dict, meta and the names of other top-level entries (optimizer, ...) of a ``.pth``.
 
-    Loaded with ``weights_only=True``: tensors and plain containers only, no arbitrary code.
+    Loaded by petah_mm's one checkpoint loader (``weights_only=True``): no arbitrary code.
     """
-    raw = torch.load(path, map_location='cpu', weights_only=True)
+    raw = load_checkpoint_file(path, map_location='cpu')
     if not isinstance(raw, dict):
         raise ValueError(f'{path}: expected a dict checkpoint, got {type(raw).__name__}')
     key = next((k for k in ('state_dict', 'model') if k in raw), None)
@@ -127,47 +122,20 @@ def unpack_state_dict(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, 
             for name, entry in layout.items()}
 
 
-def write_packed(path: Union[str, Path], state_dict: Mapping[str, torch.Tensor], meta: Optional[dict] = None) -> int:
+def write_packed(path: Union[str, Path], state_dict: Mapping[str, torch.Tensor], meta: Optional[dict] = None,
+                 force: bool = False) -> int:
     """Write the compact form of ``state_dict`` atomically; returns the file size in bytes."""
-    try:
-        meta_json = json.dumps(meta or {})
-    except TypeError as e:
-        raise ValueError(f'checkpoint meta is not JSON-serializable ({e}); the compact format stores only '
-                         'tensors and JSON metadata, so drop those meta entries first') from e
     tensors, layout = pack_state_dict(state_dict)
-    header = dict(format=FORMAT, format_version=FORMAT_VERSION, tensors=json.dumps(layout), meta=meta_json,
-                  checksum=fingerprint(tensors.items()))
-    data = save_safetensors_bytes(tensors, metadata=header)
-    with atomic_write(path) as f:
-        f.write(data)
-    return len(data)
+    return write_tensor_file(path, tensors, dict(tensors=layout, meta=meta or {}), kind='sparse', force=force)
 
 
 def read_packed(path: Union[str, Path]) -> Tuple[StateDict, dict]:
     """State dict and meta of a compact file, or :class:`SparseFileError` saying what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise SparseFileError(f'sparse checkpoint {str(path)!r} does not exist')
+    tensors, header = read_tensor_file(path, kind='sparse')
+    if not isinstance(header.get('tensors'), dict) or not isinstance(header.get('meta'), dict):
+        raise SparseFileError(f'{path}: metadata "tensors" and "meta" must be JSON objects; pack it again from '
+                              'the .pth')
     try:
-        with safe_open(str(path), framework='pt') as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except SafetensorError as e:
-        raise SparseFileError(f'{path}: not a readable safetensors file ({e}); it is truncated or corrupt, '
-                              'pack it again from the .pth') from e
-    if header.get('format') != FORMAT:
-        raise SparseFileError(f'{path}: not a petah_mm sparse checkpoint (metadata format='
-                              f'{header.get("format")!r}, expected {FORMAT!r})')
-    if header.get('format_version') != FORMAT_VERSION:
-        raise SparseFileError(f'{path}: sparse format version {header.get("format_version")!r} is not supported '
-                              f'(this petah_mm reads version {FORMAT_VERSION})')
-    if header.get('checksum') != fingerprint(tensors.items()):
-        raise SparseFileError(f'{path}: checksum mismatch, the tensor data is corrupt; pack it again from the .pth')
-    try:
-        layout, meta = json.loads(header['tensors']), json.loads(header['meta'])
-    except (KeyError, json.JSONDecodeError) as e:
-        raise SparseFileError(f'{path}: unreadable "tensors"/"meta" metadata ({e!r})') from e
-    try:
-        return unpack_state_dict(tensors, layout), meta
+        return unpack_state_dict(tensors, header['tensors']), header['meta']
     except SparseFileError as e:
         raise SparseFileError(f'{path}: {e}') from e

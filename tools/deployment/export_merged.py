@@ -5,7 +5,8 @@
 Writes ``OUT.pth`` (``state_dict`` only, no adapter keys) and ``OUT.py``, an adapter-free
 config: mmpretrain's own ``EfficientFormer`` for a 224x224 classifier (no petah_mm needed),
 ``DenseEfficientFormer`` (mmpretrain's key layout, any input size) for detection and
-segmentation. The merged model costs exactly what the plain backbone costs.
+segmentation. The merged model costs exactly what the plain backbone costs. Existing outputs are
+refused unless ``--force``; the config and checkpoint given are never overwritten.
 """
 import argparse
 
@@ -20,12 +21,13 @@ def main():
     parser.add_argument('config', help='the config the checkpoint was trained with')
     parser.add_argument('checkpoint', help='a trained (or published) checkpoint')
     parser.add_argument('out', help='merged checkpoint to write (.pth); its config goes next to it (.py)')
+    parser.add_argument('--force', action='store_true', help='replace existing output files')
     args = parser.parse_args()
     cfg = Config.fromfile(args.config)
     cfg.model.backbone.init_cfg = None
     model = build_task_model(cfg)
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
-    out = export_merged(model, cfg, args.out)
+    out = export_merged(model, cfg, args.out, force=args.force, inputs=[args.config, args.checkpoint])
     print(f'merged checkpoint {out} ({out.stat().st_size / 1e6:.1f} MB), config {out.with_suffix(".py")}')
 
 

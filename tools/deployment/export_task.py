@@ -3,8 +3,9 @@
     python tools/deployment/export_task.py CONFIG CHECKPOINT OUT_DIR [--backbone backbone.safetensors]
 
 The package holds ``adapter.safetensors`` (what the task changes in the shared backbone),
-``task.safetensors`` (neck, heads, output norms) and ``config.py``. ``--backbone`` also writes
-the shared frozen weights, which every task on the device uses once. Sizes are printed.
+``task.safetensors`` (neck, heads, output norms) and ``config.json``. ``--backbone`` also writes
+the shared frozen weights, which every task on the device uses once (an existing file is refused
+unless ``--force``). Sizes are printed.
 """
 import argparse
 
@@ -12,6 +13,7 @@ from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
 from petah_mm.deploy import build_task_model, export_shared_backbone, export_task_package
+from petah_mm.utils import check_output_path
 
 
 def main():
@@ -20,7 +22,10 @@ def main():
     parser.add_argument('checkpoint', help='a trained (or published) checkpoint')
     parser.add_argument('out_dir', help='package directory to create')
     parser.add_argument('--backbone', help='also write the shared frozen backbone weights to this file')
+    parser.add_argument('--force', action='store_true', help='replace an existing --backbone file')
     args = parser.parse_args()
+    if args.backbone:  # refused before any work, not after the package is written
+        check_output_path(args.backbone, args.force, inputs=[args.config, args.checkpoint])
     cfg = Config.fromfile(args.config)
     cfg.model.backbone.init_cfg = None  # every backbone weight comes from the checkpoint
     model = build_task_model(cfg)
@@ -29,9 +34,9 @@ def main():
     backbone = model.backbone
     print(f'{args.out_dir}: {backbone.adapter_plan.describe()}')
     for name, size in sizes.items():
-        print(f'  {name + ".safetensors" if name != "config" else "config.py":<22}{size / 1e6:9.3f} MB')
+        print(f'  {name + ".safetensors" if name != "config" else "config.json":<22}{size / 1e6:9.3f} MB')
     if args.backbone:
-        size = export_shared_backbone(model, args.backbone)
+        size = export_shared_backbone(model, args.backbone, force=args.force)
         print(f'shared backbone {args.backbone}: {size / 1e6:.1f} MB (stored once for all tasks)')
 
 

@@ -28,4 +28,4 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=2, convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=200, val_interval=10)
-default_hooks = dict(checkpoint=dict(interval=10, max_keep_ckpts=1))
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', interval=10, max_keep_ckpts=1))  # crash-safe saves

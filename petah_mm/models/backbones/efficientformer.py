@@ -7,6 +7,7 @@ backbone adds what dense tasks expect: ``norm_eval``, gradient checkpointing and
 weights in the mmpretrain, timm or snap-research layout.
 """
 import itertools
+import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -127,6 +128,9 @@ class DenseEfficientFormer(EfficientFormer):
         out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
         if not all(-4 <= i <= 3 for i in out_indices):
             raise ValueError(f'out_indices {out_indices} must lie in [-4, 3] (four stages)')
+        if not -1 <= frozen_stages <= 4:
+            raise ValueError(f'frozen_stages={frozen_stages} must lie in [-1, 4]: -1 freezes nothing, 0 the stem, '
+                             'n the stem and the first n of the four stages')
         super().__init__(arch=arch, out_indices=out_indices, reshape_last_feat=reshape_last_feat,
                          frozen_stages=frozen_stages, init_cfg=init_cfg, **kwargs)
         self.arch_name = arch if isinstance(arch, str) else 'custom'
@@ -147,7 +151,26 @@ class DenseEfficientFormer(EfficientFormer):
     def out_strides(self) -> List[int]:
         return [self.strides[i] for i in self.out_indices]
 
+    def check_input(self, x: torch.Tensor) -> None:
+        """Refuse, before any compute, inputs the network cannot run on.
+
+        Each of the 5 stride-2 convolutions maps a side s to ceil(s / 2). The last stage's
+        NCHW reshape halves the stride-16 grid by floor, so that grid, ceil(s / 16), must be even:
+        multiples of 32 always work.
+        """
+        if x.dim() != 4 or x.shape[0] == 0:
+            raise ValueError(f'{type(self).__name__} expects a non-empty (N, C, H, W) batch, got shape '
+                             f'{tuple(x.shape)}')
+        if self.reshape_last_feat:
+            for side, size in zip(('height', 'width'), x.shape[-2:]):
+                if math.ceil(size / 16) % 2:
+                    nearest = max(32, 32 * round(size / 32))
+                    raise ValueError(f'input {side} {size} cannot run: ceil({size} / 16) = {math.ceil(size / 16)} '
+                                     f'must be even (sizes that are multiples of 32 work); resize or pad to '
+                                     f'{nearest}')
+
     def forward(self, x: torch.Tensor):
+        self.check_input(x)
         x = self.patch_embed(x)
         height, width = x.shape[-2:]
         for downsample in self.downsamples[1:]:
