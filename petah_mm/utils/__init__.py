@@ -1,4 +1,4 @@
 from .fileio import atomic_write
-from .norm import FrozenBatchNorm2d, convert_frozen_batchnorm, freeze_batchnorm_stats
+from .norm import FrozenBatchNorm2d, NormEvalMixin, convert_frozen_batchnorm, freeze_batchnorm_stats
 
-__all__ = ['atomic_write', 'FrozenBatchNorm2d', 'convert_frozen_batchnorm', 'freeze_batchnorm_stats']
+__all__ = ['atomic_write', 'FrozenBatchNorm2d', 'NormEvalMixin', 'convert_frozen_batchnorm', 'freeze_batchnorm_stats']
