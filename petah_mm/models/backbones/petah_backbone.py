@@ -45,13 +45,13 @@ def adapted_class(host: Type[nn.Module]) -> type:
         raise TypeError(f'{host.__name__} is already an adapted backbone; give its plain backbone to PETAHBackbone')
     if host not in _ADAPTED:
 
-        def __init__(self, adapter: dict, targets: Optional[Targets] = None, norm_eval: Optional[bool] = None,
+        def __init__(self, adapter: dict, targets: Optional[Targets] = None, explicit_norm_eval: Optional[bool] = None,
                      host_cfg: Optional[dict] = None, **kwargs):
             host.__init__(self, **kwargs)
             self.host_cfg = dict(host_cfg or dict(type=host), **kwargs)
             arch = [f'{key}={kwargs[key]}' for key in ARCH_KEYS if key in kwargs]
             self.arch_name = f'{self.host_cfg["type"]}' + (f'({", ".join(arch)})' if arch else '')
-            self.setup_adapter(adapter, targets, kwargs.get('norm_eval') if norm_eval is None else norm_eval)
+            self.setup_adapter(adapter, targets, explicit_norm_eval)
 
         _ADAPTED[host] = type(f'PETAH{host.__name__}', (AdaptedBackboneMixin, host),
                               dict(__init__=__init__, __module__=__name__,
@@ -61,12 +61,15 @@ def adapted_class(host: Type[nn.Module]) -> type:
 
 @MODELS.register_module(name='PETAHBackbone')
 def build_petah_backbone(backbone: dict, adapter: Union[dict, str] = 'petah2', targets: Optional[Targets] = None,
-                         norm_eval: Optional[bool] = None) -> nn.Module:
+                         norm_eval: Optional[bool] = None, init_cfg: Optional[dict] = None) -> nn.Module:
     """Build ``backbone`` adapted by ``adapter`` (a dict or a preset name such as ``'petah2'``).
 
     ``norm_eval`` (here or in the inner config) overrides what the method implies. ``targets``
     replaces the discovered layers of the groups it names.
     """
+    if init_cfg is not None:
+        raise ValueError(f'PETAHBackbone: init_cfg={init_cfg} belongs to the inner backbone (backbone=dict(..., '
+                         'init_cfg=...)), which loads it before the adapters are zeroed')
     inner = dict(backbone)
     if 'type' not in inner:
         raise KeyError("PETAHBackbone: backbone=dict(...) needs a 'type', e.g. type='mmdet.ResNet'")
@@ -75,7 +78,8 @@ def build_petah_backbone(backbone: dict, adapter: Union[dict, str] = 'petah2', t
     host = backbone_class(type_name)
     if norm_eval is not None and 'norm_eval' in inspect.signature(host.__init__).parameters:
         inner['norm_eval'] = norm_eval  # the host's own switch, if it has one, agrees with ours
-    return adapted_class(host)(adapter=adapter, targets=targets, norm_eval=norm_eval,
+    explicit = norm_eval if norm_eval is not None else inner.get('norm_eval')
+    return adapted_class(host)(adapter=adapter, targets=targets, explicit_norm_eval=explicit,
                host_cfg=dict(type=type_name if isinstance(type_name, str) else type_name.__name__), **inner)
 
 
