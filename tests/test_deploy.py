@@ -109,6 +109,9 @@ def test_package_refuses_another_backbone(workspace, tmp_path):
 def test_merged_classifier_loads_into_plain_mmpretrain_without_petah_mm(workspace, tmp_path):
     root, backbone_ckpt, image = workspace
     cfg, model = trained_model('cls', backbone_ckpt)
+    for step in cfg.test_dataloader.dataset.pipeline:  # tested at 224: mmpretrain's own EfficientFormer runs it
+        if step.type == 'CenterCrop':
+            step.crop_size = 224
     out = export_merged(model, cfg, tmp_path / 'merged_cls.pth')
     script = f"""
 import torch, sys
@@ -131,6 +134,18 @@ assert 'petah_mm' not in sys.modules
     with torch.no_grad():
         expected = model(x, mode='tensor')
     torch.testing.assert_close(torch.load(tmp_path / 'plain.pt'), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_merged_classifier_runs_at_the_size_it_was_tested_at(workspace, tmp_path):
+    """The toy classifier is tested at 64x64, where mmpretrain's EfficientFormer cannot run."""
+    root, backbone_ckpt, image = workspace
+    cfg, model = trained_model('cls', backbone_ckpt)
+    out = export_merged(model, cfg, tmp_path / 'merged_cls.pth')
+    plain_cfg = Config.fromfile(out.with_suffix('.py'))
+    assert plain_cfg.model.backbone.type == 'DenseEfficientFormer'
+    plain = build_task_model(plain_cfg)
+    plain.load_state_dict(torch.load(out, weights_only=True)['state_dict'], strict=True)
+    assert_same(predict(plain, image), predict(model, image), exact=False)
 
 
 def test_merged_detector_equals_unmerged(workspace, tmp_path):

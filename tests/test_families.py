@@ -18,7 +18,7 @@ TIMM = dict(type='mmpretrain.TIMMBackbone', features_only=True, pretrained=False
 FAMILIES = {
     'swin': ('mmdet', dict(type='mmdet.SwinTransformer', embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
                            window_size=4), {'attn', 'conv'}),
-    'resnet50': ('mmdet', dict(type='mmdet.ResNet', depth=50, zero_init_residual=False), {'conv'}),
+    'resnet50': ('mmdet', dict(type='mmdet.ResNet', depth=50, base_channels=16, zero_init_residual=False), {'conv'}),
     'mobilevit': ('mmpretrain', dict(type='mmpretrain.MobileViT', arch='xx_small', out_indices=(1, 2, 3, 4)),
                   {'attn', 'conv'}),
     'efficientformerv2': ('mmpretrain', dict(TIMM, model_name='efficientformerv2_s0', img_size=SIZE),

@@ -12,6 +12,7 @@ from torch import nn
 import petah_mm.adapters.backbone as backbone_module
 from petah_mm.adapters import PRESETS, adapted_layers, preset, preset_name
 from petah_mm.models import build_backbone_from_config, without_pretrained
+from petah_mm.sparse import weight_kinds
 
 REPO = Path(__file__).resolve().parents[1]
 RESNET18 = dict(type='mmdet.ResNet', depth=18)
@@ -160,3 +161,13 @@ def test_every_new_family_config_builds(path):
         model.eval()
         with torch.no_grad():
             model.neck(model.backbone(torch.randn(1, 3, 64, 96)))
+
+
+def test_sparsity_report_rows_come_from_the_discovered_groups():
+    model = wrap(dict(type='mmdet.SwinTransformer', embed_dims=16, depths=(2, 2), num_heads=(1, 2), window_size=4,
+                      strides=(4, 2), out_indices=(0, 1)), 'frozen')
+    kinds = weight_kinds(model)
+    assert kinds['stages.0.blocks.0.attn.w_msa.qkv.weight'] == 'attention linears'
+    assert kinds['stages.0.blocks.0.ffn.layers.1.weight'] == 'MLP linears'
+    assert kinds['stages.0.downsample.reduction.weight'] == 'other linears'
+    assert kinds['patch_embed.projection.weight'] == '4x4 convs'
