@@ -171,3 +171,11 @@ def test_sparsity_report_rows_come_from_the_discovered_groups():
     assert kinds['stages.0.blocks.0.ffn.layers.1.weight'] == 'MLP linears'
     assert kinds['stages.0.downsample.reduction.weight'] == 'other linears'
     assert kinds['patch_embed.projection.weight'] == '4x4 convs'
+
+
+def test_a_merged_export_of_a_wrapped_backbone_needs_no_petah_mm():
+    from petah_mm.deploy.merged import needs_petah_mm
+    model = wrap(RESNET18)
+    assert model.plain_backbone_config() == dict(RESNET18, init_cfg=None)
+    assert not needs_petah_mm(model.plain_backbone_config(), 'mmdet')
+    assert needs_petah_mm(dict(type='DenseEfficientFormer'), 'mmdet')
