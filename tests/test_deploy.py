@@ -136,22 +136,12 @@ assert 'petah_mm' not in sys.modules
     torch.testing.assert_close(torch.load(tmp_path / 'plain.pt'), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_merged_classifier_runs_at_the_size_it_was_tested_at(workspace, tmp_path):
+@pytest.mark.parametrize('task', ['cls', 'det'])
+def test_merged_export_runs_at_the_size_it_was_tested_at(workspace, tmp_path, task):
     """The toy classifier is tested at 64x64, where mmpretrain's EfficientFormer cannot run."""
     root, backbone_ckpt, image = workspace
-    cfg, model = trained_model('cls', backbone_ckpt)
-    out = export_merged(model, cfg, tmp_path / 'merged_cls.pth')
-    plain_cfg = Config.fromfile(out.with_suffix('.py'))
-    assert plain_cfg.model.backbone.type == 'DenseEfficientFormer'
-    plain = build_task_model(plain_cfg)
-    plain.load_state_dict(torch.load(out, weights_only=True)['state_dict'], strict=True)
-    assert_same(predict(plain, image), predict(model, image), exact=False)
-
-
-def test_merged_detector_equals_unmerged(workspace, tmp_path):
-    root, backbone_ckpt, image = workspace
-    cfg, model = trained_model('det', backbone_ckpt)
-    out = export_merged(model, cfg, tmp_path / 'merged_det.pth')
+    cfg, model = trained_model(task, backbone_ckpt)
+    out = export_merged(model, cfg, tmp_path / f'merged_{task}.pth')
     plain_cfg = Config.fromfile(out.with_suffix('.py'))
     assert plain_cfg.model.backbone.type == 'DenseEfficientFormer'
     plain = build_task_model(plain_cfg)

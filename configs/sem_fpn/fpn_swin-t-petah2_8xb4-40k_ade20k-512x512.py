@@ -6,9 +6,5 @@ _base_ = [
 ]
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='PETAHBackbone',
-        backbone={{_base_.swin_t}},
-        adapter=dict(method='petah', rank=8, conv_rank=2)),
-    neck=dict(in_channels={{_base_.swin_t_channels}}))
+    backbone=dict(_base_.swin_t_petah2, _delete_=True),
+    neck=dict(in_channels=_base_.swin_t_channels))
