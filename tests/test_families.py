@@ -156,8 +156,8 @@ def test_merged_exports_load_into_the_plain_inner_backbones_without_petah_mm(mod
         with torch.no_grad():
             expected[family] = outputs(model, x)
         torch.save(merged_state_dict(model, backbone=model), tmp_path / f'{family}.pth')
-        jobs.append(dict(scope=FAMILIES[family][0], cfg=model.plain_backbone_config(), weights=str(tmp_path / f'{family}.pth'),
-                         input=str(tmp_path / 'x.pt'), output=str(tmp_path / f'{family}.out')))
+        jobs.append(dict(scope=FAMILIES[family][0], cfg=model.plain_backbone_config(), input=str(tmp_path / 'x.pt'),
+                         weights=str(tmp_path / f'{family}.pth'), output=str(tmp_path / f'{family}.out')))
         assert jobs[-1]['cfg']['type'] == FAMILIES[family][1]['type']
     torch.save(x, tmp_path / 'x.pt')
     (tmp_path / 'jobs.json').write_text(json.dumps(jobs))

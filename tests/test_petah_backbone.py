@@ -116,7 +116,8 @@ SWITCHED = [
     ('configs/cascade_rcnn/cascade-mask-rcnn_ef-l1-petah2_fpn_1x_coco.py', 'cascade-mask-rcnn_ef-l1-{}_fpn_1x_coco.py'),
     ('configs/sem_fpn/fpn_ef-l1-petah2_8xb4-40k_ade20k-512x512.py', 'fpn_ef-l1-{}_8xb4-40k_ade20k-512x512.py'),
     ('configs/fgvc/ef-l1-petah2_8xb128-200e_dtd.py', 'ef-l1-{}_8xb128-200e_dtd.py'),
-    ('configs/cascade_rcnn/cascade-mask-rcnn_swin-t-petah2_fpn_1x_coco.py', 'cascade-mask-rcnn_swin-t-{}_fpn_1x_coco.py'),
+    ('configs/cascade_rcnn/cascade-mask-rcnn_swin-t-petah2_fpn_1x_coco.py',
+     'cascade-mask-rcnn_swin-t-{}_fpn_1x_coco.py'),
 ]
 
 

@@ -142,6 +142,6 @@ ADAPTABLE_TYPES = {nn.Linear: AdaptedLinear, nn.Conv2d: AdaptedConv2d, MMCVLinea
 def adapt_layer(name: str, layer: nn.Module, adapter_cfg: dict) -> AdaptedLayerMixin:
     """Wrap one frozen layer; anything but a plain Linear/Conv2d is refused by name."""
     if type(layer) not in ADAPTABLE_TYPES:
-        raise TypeError(f'cannot adapt module {name!r} of type {type(layer).__name__}: only plain '
-                        'nn.Linear and nn.Conv2d (or mmcv\'s wrappers of them) are supported; narrow the target patterns')
+        raise TypeError(f'cannot adapt module {name!r} of type {type(layer).__name__}: only plain nn.Linear and '
+                        "nn.Conv2d (or mmcv's wrappers of them) are supported; narrow the target patterns")
     return ADAPTABLE_TYPES[type(layer)](layer, adapter_cfg)

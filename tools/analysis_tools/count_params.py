@@ -31,7 +31,8 @@ PAPER = {
 TIMM = dict(type='mmpretrain.TIMMBackbone', features_only=True, pretrained=False)
 FAMILIES = {
     'EfficientFormer-L1 (petah_mm)': dict(type='PETAHEfficientFormer', arch='l1'),
-    'EfficientFormerV2-S0 (timm)': dict(type='PETAHBackbone', backbone=dict(TIMM, model_name='efficientformerv2_s0')),
+    'EfficientFormerV2-S0 (timm)': dict(type='PETAHBackbone',
+                                        backbone=dict(TIMM, model_name='efficientformerv2_s0')),
     'FastViT-SA12 (timm)': dict(type='PETAHBackbone', backbone=dict(TIMM, model_name='fastvit_sa12')),
     'MobileViT-S (mmpretrain)': dict(type='PETAHBackbone', backbone=dict(type='mmpretrain.MobileViT', arch='small')),
     'Swin-T (mmdet)': dict(type='PETAHBackbone', backbone=dict(type='mmdet.SwinTransformer')),
@@ -58,7 +59,8 @@ def report(backbone) -> str:
     lines += [f'{(group + " adapters" if group != "other" else "other (own weights)"):<28}'
               f'{len(backbone.adapted_groups.get(group, [])) or "":>8}{n:>14,}' for group, n in counts.items()]
     lines += [f'{"total, heads excluded":<36}{total:>14,}',
-              f'{"output norms (with heads)":<36}{backbone.trainable_output_norms():>14,}', f'{"frozen (shared)":<36}{frozen:>14,}']
+              f'{"output norms (with heads)":<36}{backbone.trainable_output_norms():>14,}',
+              f'{"frozen (shared)":<36}{frozen:>14,}']
     return '\n'.join(lines)
 
 

@@ -4,9 +4,9 @@
     python tools/analysis_tools/plot_results.py docs/paper_table3.json docs/figure2_paper.png \
         --title "Reference: the PETAH paper's Table 3 (not measured by petah_mm)"
 
-RESULTS.json is what tools/analysis_tools/hparam_grid.py writes: ``{"results": [{"arch",
-"method" (an adapter preset's name), "dataset", "accuracy", "params", "flops"}, ...]}``. Accuracies are averaged over the
-datasets of each (arch, method). Left: task parameters against mean accuracy, a line per method
+RESULTS.json is what tools/analysis_tools/hparam_grid.py writes: ``{"results": [{"arch", "method"
+(an adapter preset's name), "dataset", "accuracy", "params", "flops"}, ...]}``. Accuracies are
+averaged over the datasets of each (arch, method). Left: task parameters against mean accuracy, a line per method
 family, a marker per model size. Right: GFLOPs against mean accuracy of the PETAH-2 and LoRA
 models, the circle area growing with the parameter count of the backbone.
 """

@@ -79,8 +79,9 @@ def build_petah_backbone(backbone: dict, adapter: Union[dict, str] = 'petah2', t
     if norm_eval is not None and 'norm_eval' in inspect.signature(host.__init__).parameters:
         inner['norm_eval'] = norm_eval  # the host's own switch, if it has one, agrees with ours
     explicit = norm_eval if norm_eval is not None else inner.get('norm_eval')
-    return adapted_class(host)(adapter=adapter, targets=targets, explicit_norm_eval=explicit,
-               host_cfg=dict(type=type_name if isinstance(type_name, str) else type_name.__name__), **inner)
+    host_cfg = dict(type=type_name if isinstance(type_name, str) else type_name.__name__)
+    return adapted_class(host)(adapter=adapter, targets=targets, explicit_norm_eval=explicit, host_cfg=host_cfg,
+                               **inner)
 
 
 def without_pretrained(backbone_cfg: dict) -> dict:
