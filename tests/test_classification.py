@@ -161,8 +161,7 @@ def test_lr_factor_reaches_exactly_what_the_method_trains(method):
         'lora-attn-r8': lora(attn), 'lora-attn-r16': lora(attn),
         'lora-attn-mlp-r8': lora(attn) | lora(mlp),
         'petah1': lora(attn) | lora(convs), 'petah2': lora(attn) | lora(convs),
-    }[method]
-    assert backbone_trained or method == 'frozen'
+    }[method] | {'backbone.norm3.weight', 'backbone.norm3.bias'}  # the task-owned output norm trains with any method
     names = {id(p): n for n, p in model.named_parameters()}
     groups = build_optim_wrapper(model, cfg.optim_wrapper).optimizer.param_groups
     lr_of = {names[id(p)]: group['lr'] for group in groups for p in group['params']}

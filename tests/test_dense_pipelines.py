@@ -90,7 +90,8 @@ def backbone_expectation(method: str, backbone: nn.Module):
     convs = [n for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d)]
     attn = [n for n, m in backbone.named_modules() if re.search(r'token_mixer\.(qkv|proj)$', n)]
     lora = lambda layers: {f'backbone.{n}.adapter.lora_{f}' for n in layers for f in 'AB'}  # noqa: E731
-    return {
+    output_norms = {f'backbone.{n}' for n, _ in backbone.named_parameters() if re.match(r'norm\d\.', n)}
+    return output_norms | {  # the task-owned output norms train under every method
         'frozen': set(),
         'full': {f'backbone.{n}' for n, _ in backbone.named_parameters()},
         'attn-ft': {f'backbone.{n}.{p}' for n in attn for p in ('weight', 'bias')},

@@ -40,7 +40,3 @@ class ToyHybrid(AdaptedBackboneMixin, BaseModule):
     def forward(self, x):
         x = self.stem(x).flatten(2).transpose(1, 2)
         return self.blocks(x)
-
-    def init_weights(self):
-        super().init_weights()
-        self.reset_adapters()

@@ -1,5 +1,5 @@
 # Cascade Mask R-CNN, EfficientFormer-L7: full fine-tuning of the backbone.
 _base_ = './cascade-mask-rcnn_ef-l7-petah2_fpn_1x_coco.py'
 
-# 2 images per GPU are too few for BatchNorm statistics: keep them frozen, as mmdet does.
-model = dict(backbone=dict(adapter=dict(method='full'), norm_eval=True))
+# BatchNorm statistics stay frozen (2 images per GPU are too few), as the method implies.
+model = dict(backbone=dict(adapter=dict(method='full')))

@@ -1,49 +1,124 @@
-"""What a backbone gains from one ``adapter=dict(method=...)`` argument.
+"""The adapted-backbone contract, in one place for every family, subclassed or wrapped.
 
-``AdaptedBackboneMixin`` goes in front of a backbone class that declares ``adapter_targets``
-and ``arch_name``. It injects the method's adapters at construction (before the optimizer and
-DDP see the parameters), freezes everything the method does not train, keeps BatchNorm
-statistics frozen where the method says so (as affine maps that keep no activations for
-backward), re-zeroes the adapters after any ``init_cfg`` has
-run, and reads and writes adapter files.
+``AdaptedBackboneMixin`` goes in front of a backbone class, whose ``__init__`` ends with
+``self.setup_adapter(adapter)``. The mixin then does all of it:
+
+* finds the target groups: the family's ``adapter_targets`` if it declares them, else
+  discovered from the module tree (:mod:`petah_mm.adapters.discovery`), a config's ``targets``
+  overriding either per group;
+* injects the method's adapters at construction (before the optimizer and DDP see the
+  parameters) and freezes everything the method does not train, then runs the host's own
+  ``_freeze_stages()`` so that ``frozen_stages`` freezes whole stages, adapters included;
+* takes ``norm_eval`` from the method unless the config sets it, keeps BatchNorm statistics
+  frozen in ``train()`` (as affine maps that keep no activations for backward);
+* lets the task-owned output norms (``norm0``-``norm3``) train under every method;
+* re-zeroes the adapters after ``init_weights``, so pretrained weights load first and the
+  adapted backbone starts as the pretrained one;
+* reads and writes adapter files, merges and unmerges.
 """
+import re
+from dataclasses import replace
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from mmengine.logging import print_log
 
-from ..utils import convert_frozen_batchnorm, freeze_batchnorm_stats
-from .injector import adapted_layers, inject_adapters, set_trainable, task_parameter_names
+from ..utils import NormEvalMixin, convert_frozen_batchnorm
+from .discovery import as_targets, describe_groups, discover_groups, fused_attention
+from .injector import Targets, adapted_layers, inject_adapters, set_trainable, task_parameter_names
 from .io import check_adapter, check_task_id, fingerprint, read_tensor_file, write_tensor_file
-from .methods import build_plan
+from .methods import AdapterPlan, build_plan
+
+#: top-level modules of OpenMMLab backbones that normalise each output (mmdet's Swin, mmpretrain's
+#: EfficientFormer): fresh for dense tasks, so they belong to each task
+OUTPUT_NORM = re.compile(r'norm\d+')
 
 
-class AdaptedBackboneMixin:
-    #: target group -> regexes over module names; each backbone declares its own
-    adapter_targets: Dict[str, Sequence[str]]
+class AdaptedBackboneMixin(NormEvalMixin):
+    #: target group -> regexes over module names; ``None`` (the default) discovers them
+    adapter_targets: Optional[Targets] = None
     arch_name: str
-    #: state-dict prefixes of frozen modules that differ between tasks (e.g. output norms),
-    #: which therefore belong to each task, not to the shared weights
-    task_owned_prefixes: Sequence[str] = ()
 
-    def setup_adapter(self, adapter: dict) -> None:
+    @property
+    def task_owned_prefixes(self) -> List[str]:
+        """State-dict prefixes of modules that differ between tasks though no adapter is in them:
+        the output norms, which train with the task and are stored with its heads."""
+        return [f'{name}.' for name, _ in self.named_children() if OUTPUT_NORM.fullmatch(name)]
+
+    def setup_adapter(self, adapter: dict, targets: Optional[Targets] = None,
+                      norm_eval: Optional[bool] = None) -> None:
         self.adapter_cfg = dict(adapter)
-        self.adapter_plan = build_plan(**adapter)
-        self.adapted_groups = inject_adapters(self, self.adapter_targets, self.adapter_plan)
-        self.task_param_names = task_parameter_names(self, self.adapter_targets, self.adapter_plan)
-        set_trainable(self, self.task_param_names)
-        self.norm_eval = self.adapter_plan.norm_eval
+        self.target_patterns, self.target_summary = self._find_targets(targets)
+        self.adapter_plan = self._fit_plan(build_plan(**adapter))
+        self.adapted_groups = inject_adapters(self, self.target_patterns, self.adapter_plan)
+        self.task_param_names = task_parameter_names(self, self.target_patterns, self.adapter_plan)
+        self.norm_eval = self.adapter_plan.norm_eval if norm_eval is None else norm_eval
+        set_trainable(self, [*self.task_param_names, *self.output_norm_param_names()])
+        if hasattr(self, '_freeze_stages'):
+            self._freeze_stages()
         convert_frozen_batchnorm(self)
-        print_log(f'{type(self).__name__}({self.arch_name}): {self.adapter_plan.describe()}, '
-                  f'{sum(p.numel() for p in self.parameters() if p.requires_grad):,} trainable '
-                  'backbone parameters', logger='current')
+        norms = self.trainable_output_norms()
+        print_log(f'{type(self).__name__}({self.arch_name}): targets {self.target_summary}; '
+                  f'{self.adapter_plan.describe()}; '
+                  f'{sum(self.trainable_by_group().values()):,} trainable backbone parameters'
+                  + (f' (+{norms:,} in the task-owned output norms)' if norms else '')
+                  + f', norm_eval={self.norm_eval}', logger='current')
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode and self.norm_eval:
-            freeze_batchnorm_stats(self)
-        return self
+    def _find_targets(self, overrides: Optional[Targets]):
+        """Declared or discovered groups, then the config's overrides; and how they were found."""
+        if self.adapter_targets is not None:
+            declared = dict(self.adapter_targets)
+            found = 'declared by ' + type(self).__name__
+        else:
+            groups, skipped = discover_groups(self)
+            declared, found = as_targets(groups), 'discovered: ' + describe_groups(groups, skipped)
+        if overrides:
+            declared.update({group: list(patterns) for group, patterns in overrides.items()})
+            found += f'; overridden by the config: {sorted(overrides)}'
+        return declared, found
+
+    def _fit_plan(self, plan: AdapterPlan) -> AdapterPlan:
+        """The plan for this backbone: PETAH on a CNN is conv LoRA alone; a missing group is an error."""
+        name = type(self).__name__
+        if 'attn' in plan.adapters or 'attn' in plan.trainable_groups:
+            fused = fused_attention(self)
+            if fused and 'attn' not in self.target_patterns:
+                raise TypeError(f'{name}: {fused[:3]} are nn.MultiheadAttention, whose q/k/v are one fused '
+                                f'in_proj_weight, not layers petah_mm can adapt; method {plan.method!r} needs '
+                                'them. Pass targets=dict(attn=[...]) naming Linear layers, or use frozen/full')
+        if plan.method == 'petah' and 'attn' not in self.target_patterns and 'conv' in self.target_patterns:
+            print_log(f'{name}({self.arch_name}) has no attention layers (a convolution-only backbone): PETAH '
+                      'applies its conv LoRA alone', logger='current')
+            return replace(plan, adapters={g: c for g, c in plan.adapters.items() if g != 'attn'})
+        missing = [g for g in (*plan.adapters, *plan.trainable_groups) if g not in self.target_patterns]
+        if missing:
+            hint = ('it has no attention layers (a convolution-only backbone?): use petah, frozen or full'
+                    if 'attn' in missing else 'pass targets=dict(...) to name its layers')
+            raise KeyError(f'method {plan.method!r} needs the target group {missing[0]!r}, but {name} declares '
+                           f'only {sorted(self.target_patterns)}; {hint}')
+        return plan
+
+    def output_norm_param_names(self) -> List[str]:
+        return [name for name, _ in self.named_parameters() if name.startswith(tuple(self.task_owned_prefixes))]
+
+    def trainable_output_norms(self) -> int:
+        """Output-norm parameters that train beside the method's own (stored with the heads)."""
+        extra = set(self.output_norm_param_names()) - set(self.task_param_names)
+        return sum(p.numel() for n, p in self.named_parameters() if p.requires_grad and n in extra)
+
+    def init_weights(self):
+        """The host's init (pretrained weights included), then every delta back to zero."""
+        super().init_weights()
+        self.reset_adapters()
+
+    def plain_backbone_config(self, input_size: Optional[Sequence[int]] = None) -> dict:
+        """The adapter-free config a merged checkpoint of this backbone loads into, for inputs of
+        ``input_size`` (H, W) if known. A wrapped backbone is its own inner backbone."""
+        if not hasattr(self, 'host_cfg'):
+            raise NotImplementedError(f'{type(self).__name__} does not say which plain backbone its merged '
+                                      'weights load into; override plain_backbone_config()')
+        return dict(self.host_cfg, init_cfg=None)
 
     def trainable_by_group(self) -> Dict[str, int]:
         """Trainable parameters per adapter group, plus ``other`` (own weights that train).
@@ -53,8 +128,9 @@ class AdaptedBackboneMixin:
         group_of = {layer: group for group, layers in self.adapted_groups.items() for layer in layers}
         counts = {group: 0 for group in self.adapted_groups}
         counts['other'] = 0
+        task = set(self.task_param_names)
         for name, param in self.named_parameters():
-            if param.requires_grad:
+            if param.requires_grad and name in task:
                 layer = name.split('.adapter.')[0]
                 counts[group_of[layer] if '.adapter.' in name else 'other'] += param.numel()
         return counts

@@ -11,6 +11,8 @@ from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
+from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
+from mmcv.cnn.bricks.wrappers import Linear as MMCVLinear
 from torch import nn
 
 from ..compat import autocast_enabled
@@ -162,14 +164,16 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
                                    self.dilation)
 
 
-ADAPTABLE_TYPES = {nn.Linear: AdaptedLinear, nn.Conv2d: AdaptedConv2d}
+#: mmcv's Linear/Conv2d only add empty-batch handling to the plain layers (mmdet's Swin FFN uses them)
+ADAPTABLE_TYPES = {nn.Linear: AdaptedLinear, nn.Conv2d: AdaptedConv2d, MMCVLinear: AdaptedLinear,
+                   MMCVConv2d: AdaptedConv2d}
 
 
 def adapt_layer(name: str, layer: nn.Module, adapter_cfg: dict) -> AdaptedLayerMixin:
     """Wrap one frozen layer; anything but a plain Linear/Conv2d is refused by name."""
     if type(layer) not in ADAPTABLE_TYPES:
-        raise TypeError(f'cannot adapt module {name!r} of type {type(layer).__name__}: only plain '
-                        'nn.Linear and nn.Conv2d are supported; narrow the target patterns')
+        raise TypeError(f'cannot adapt module {name!r} of type {type(layer).__name__}: only plain nn.Linear and '
+                        "nn.Conv2d (or mmcv's wrappers of them) are supported; narrow the target patterns")
     try:
         return ADAPTABLE_TYPES[type(layer)](layer, adapter_cfg)
     except ValueError as e:

@@ -20,13 +20,20 @@ class AdapterPlan:
         train_all: every backbone parameter trains (full fine-tuning).
         trainable_groups: target groups whose own weights train (attention fine-tuning).
         adapters: target group -> factorization config injected into each matched layer.
-        norm_eval: keep BatchNorm running statistics frozen (eval mode) during training.
+        norm_eval: keep BatchNorm running statistics frozen (eval mode) during training. Every
+            method keeps them, full fine-tuning included: detection and segmentation train with 2 to
+            4 images per GPU, too few for batch statistics (mmdet's and the paper's practice). A
+            config overrides it with an explicit ``norm_eval`` on the backbone.
     """
     method: str
     train_all: bool = False
     trainable_groups: Tuple[str, ...] = ()
     adapters: Dict[str, dict] = field(default_factory=dict)
     norm_eval: bool = True
+
+    def needs(self) -> Tuple[str, ...]:
+        """The target groups this plan adapts or trains."""
+        return tuple(self.adapters) + self.trainable_groups
 
     def describe(self) -> str:
         parts = [f'{group}: {cfg["type"]} r={cfg["rank"]}' for group, cfg in self.adapters.items()]
@@ -68,7 +75,7 @@ def build_plan(method: str,
     if method == 'frozen':
         return AdapterPlan(method)
     if method == 'full':
-        return AdapterPlan(method, train_all=True, norm_eval=False)
+        return AdapterPlan(method, train_all=True)
     if method == 'attn_ft':
         return AdapterPlan(method, trainable_groups=('attn', ))
     if method == 'lora_attn':

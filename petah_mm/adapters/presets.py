@@ -1,9 +1,12 @@
 """The paper's adapter variants by their model-zoo names, defined once for configs and tools.
 
 The names are those of the config files (``cascade-rcnn_ef-l7-petah2_fpn_1x_coco.py``) and of the
-paper's tables; each value is the ``adapter=dict(...)`` argument of an adapted backbone.
+paper's tables; each value is the ``adapter=dict(...)`` argument of an adapted backbone. Tools and
+results files use these names; ``FAMILIES`` groups them as the paper's Figure 2 does.
 """
-from typing import Dict
+from typing import Dict, Optional
+
+from .methods import build_plan
 
 PRESETS: Dict[str, dict] = {
     'frozen': dict(method='frozen'),
@@ -15,6 +18,11 @@ PRESETS: Dict[str, dict] = {
     'petah1': dict(method='petah', rank=8, conv_rank=1),
     'petah2': dict(method='petah', rank=8, conv_rank=2),
 }
+#: preset -> the method family it belongs to in the paper's figures
+FAMILIES: Dict[str, str] = {
+    'frozen': 'Linear probing', 'full': 'Full FT', 'attn-ft': 'ATTN FT', 'lora-attn-r8': 'LoRA ATTN',
+    'lora-attn-r16': 'LoRA ATTN', 'lora-attn-mlp-r8': 'LoRA ATTN+MLP', 'petah1': 'PETAH', 'petah2': 'PETAH',
+}
 
 
 def preset(name: str) -> dict:
@@ -22,3 +30,9 @@ def preset(name: str) -> dict:
     if name not in PRESETS:
         raise KeyError(f'unknown adapter preset {name!r}; choose one of {", ".join(PRESETS)}')
     return dict(PRESETS[name])
+
+
+def preset_name(adapter: dict) -> Optional[str]:
+    """The preset an ``adapter`` config amounts to (unused ranks ignored), or None for any other."""
+    plan = build_plan(**adapter)
+    return next((name for name, cfg in PRESETS.items() if build_plan(**cfg) == plan), None)

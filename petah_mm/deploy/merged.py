@@ -1,23 +1,26 @@
-"""Merged exports: adapters folded into the kernels, a plain checkpoint that needs no petah_mm.
+"""Merged exports: adapters folded into the kernels, a plain checkpoint and its adapter-free config.
 
-A classification model becomes mmpretrain's own ``EfficientFormer`` (224x224, its fixed
-attention-bias grid); a detector or segmentor keeps ``DenseEfficientFormer`` for other input
-sizes, whose keys are mmpretrain's too. Either way inference costs what the plain model costs.
+The adapted backbone names the plain backbone its merged weights load into
+(``plain_backbone_config``), for the input size the config tests at: a wrapped backbone is its
+own inner backbone (no petah_mm needed), each family decides for itself. Either way inference
+costs what the plain model costs.
 """
 from pathlib import Path
-from typing import Dict, Iterable, Union
+from typing import Dict, Iterable, Optional, Tuple, Union
 
 import torch
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 from torch import nn
 
 from ..utils import check_output_path, save_torch_atomic
 
 
 @torch.no_grad()
-def merged_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """The model's state with every adapter merged into its kernel and the adapter keys dropped."""
-    backbone = model.backbone
+def merged_state_dict(model: nn.Module, backbone: Optional[nn.Module] = None) -> Dict[str, torch.Tensor]:
+    """``model``'s state with every adapter of ``backbone`` (default: ``model.backbone``) merged into its
+    kernel and the adapter keys dropped; the model itself is left unmerged."""
+    backbone = model.backbone if backbone is None else backbone
     backbone.merge_adapters()
     try:
         return {k: v.clone() for k, v in model.state_dict().items() if '.adapter.' not in k}
@@ -25,13 +28,24 @@ def merged_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
         backbone.unmerge_adapters()
 
 
-def plain_backbone_config(backbone_cfg: dict) -> dict:
-    """The adapter-free backbone a merged checkpoint loads into."""
-    classification = list(backbone_cfg.get('out_indices', [3])) == [3] and not backbone_cfg.get(
-        'reshape_last_feat', True)
-    return dict(type='mmpretrain.EfficientFormer' if classification else 'DenseEfficientFormer',
-                arch=backbone_cfg['arch'], out_indices=list(backbone_cfg.get('out_indices', [0, 1, 2, 3])),
-                reshape_last_feat=backbone_cfg.get('reshape_last_feat', True))
+def tested_input_size(cfg: Config) -> Optional[Tuple[int, int]]:
+    """(H, W) of every test input if the test pipeline fixes it (a final crop), else None."""
+    size = None
+    for step in cfg.test_dataloader.dataset.pipeline:
+        if 'crop_size' in step:
+            size = step['crop_size']
+        elif step['type'].endswith('Resize') and 'scale' in step and not step.get('keep_ratio', False):
+            size = step['scale']
+    if size is None:
+        return None
+    width, height = (size, size) if isinstance(size, int) else size  # OpenMMLab sizes are (w, h)
+    return height, width
+
+
+def needs_petah_mm(backbone_cfg: dict, scope: Optional[str]) -> bool:
+    from ..models.backbones.petah_backbone import backbone_class
+    with DefaultScope.overwrite_default_scope(scope):
+        return backbone_class(backbone_cfg['type']).__module__.startswith('petah_mm')
 
 
 def export_merged(model: nn.Module, cfg: Config, out_file: Union[str, Path], force: bool = False,
@@ -45,8 +59,8 @@ def export_merged(model: nn.Module, cfg: Config, out_file: Union[str, Path], for
     save_torch_atomic(dict(state_dict=merged_state_dict(model), meta=dict(merged_from=cfg.filename)), out_file,
                       force, inputs)
     plain = Config(cfg.to_dict())
-    plain.model.backbone = plain_backbone_config(cfg.model.backbone)
-    if plain.model.backbone.type.startswith('mmpretrain.'):
+    plain.model.backbone = model.backbone.plain_backbone_config(tested_input_size(cfg))
+    if not needs_petah_mm(plain.model.backbone, cfg.get('default_scope')):
         plain.pop('custom_imports', None)  # nothing of petah_mm is needed any more
     plain.load_from = str(out_file)
     plain.dump(out_file.with_suffix('.py'))

@@ -1,4 +1,8 @@
-from .backbones import DenseEfficientFormer, PETAHEfficientFormer
+from .backbones import (DenseEfficientFormer, PETAHEfficientFormer, build_backbone_from_config, build_petah_backbone,
+                        without_pretrained)
 from .heads import DropoutLinearClsHead
 
-__all__ = ['DenseEfficientFormer', 'DropoutLinearClsHead', 'PETAHEfficientFormer']
+__all__ = [
+    'DenseEfficientFormer', 'DropoutLinearClsHead', 'PETAHEfficientFormer', 'build_backbone_from_config',
+    'build_petah_backbone', 'without_pretrained'
+]

@@ -67,23 +67,24 @@ def prune_(model: nn.Module, sparsity: float, scope: str) -> Dict[str, nn.Parame
 
 
 def weight_kinds(backbone: nn.Module) -> Dict[str, str]:
-    """Weight name -> its row in the sparsity report: ``KxK convs``, ``attention linears`` or ``MLP linears``.
+    """Weight name -> its row in the sparsity report: ``KxK convs``, ``attention linears``, ``MLP linears``
+    or ``other linears``.
 
-    Linears are told apart by the backbone's own ``adapter_targets`` groups, the same regexes that
-    decide where attention and MLP adapters go.
+    Linears are told apart by the backbone's own target groups (declared or discovered), the same
+    patterns that decide where attention and MLP adapters go.
     """
-    groups = {'attention linears': backbone.adapter_targets['attn'],
-              'MLP linears': backbone.adapter_targets['mlp']}
+    groups = {'attention linears': backbone.target_patterns.get('attn', []),
+              'MLP linears': backbone.target_patterns.get('mlp', [])}
     kinds = {}
     for name, module in backbone.named_modules():
         if isinstance(module, nn.Conv2d):
             kinds[f'{name}.weight'] = '{}x{} convs'.format(*module.kernel_size)
         elif isinstance(module, nn.Linear):
             matches = [kind for kind, patterns in groups.items() if any(re.fullmatch(p, name) for p in patterns)]
-            if len(matches) != 1:
-                raise ValueError(f'linear layer {name!r} of {type(backbone).__name__} is in {len(matches)} of the '
-                                 f'target groups attn/mlp, expected exactly one; fix its adapter_targets')
-            kinds[f'{name}.weight'] = matches[0]
+            if len(matches) > 1:
+                raise ValueError(f'linear layer {name!r} of {type(backbone).__name__} is in both target groups '
+                                 'attn and mlp; fix its adapter targets')
+            kinds[f'{name}.weight'] = matches[0] if matches else 'other linears'
     return kinds
 
 

@@ -1,7 +1,7 @@
 from .fileio import atomic_write, check_output_path, save_torch_atomic, torch_bytes, write_bytes_atomic
-from .norm import FrozenBatchNorm2d, convert_frozen_batchnorm, freeze_batchnorm_stats
+from .norm import FrozenBatchNorm2d, NormEvalMixin, convert_frozen_batchnorm, freeze_batchnorm_stats
 
 __all__ = [
     'atomic_write', 'check_output_path', 'save_torch_atomic', 'torch_bytes', 'write_bytes_atomic',
-    'FrozenBatchNorm2d', 'convert_frozen_batchnorm', 'freeze_batchnorm_stats'
+    'FrozenBatchNorm2d', 'NormEvalMixin', 'convert_frozen_batchnorm', 'freeze_batchnorm_stats'
 ]

@@ -46,3 +46,13 @@ def convert_frozen_batchnorm(module: nn.Module) -> int:
         new.train(old.training)
         replace_module(module, name, new)
     return len(targets)
+
+
+class NormEvalMixin:
+    """``train()`` that keeps BatchNorm statistics frozen while ``self.norm_eval`` is set."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and getattr(self, 'norm_eval', False):
+            freeze_batchnorm_stats(self)
+        return self

@@ -13,7 +13,8 @@ other; a finished point is not trained again and an interrupted one resumes. A p
 the validation top-1 after the last epoch, read from mmengine's ``vis_data/scalars.json``.
 
 The results file (``--out``, default ``WORK_DIR/hparam_grid.json``) is what the plot tools read:
-``{"results": [record, ...], "best": record}`` with records ``{"arch", "method", "dataset", "lr",
+``{"results": [record, ...], "best": record}`` with records ``{"arch", "method" (the adapter preset's
+name, e.g. ``petah2``, see petah_mm.adapters.PRESETS), "dataset", "lr",
 "weight_decay", "lr_mult" (null for linear probing), "accuracy" (top-1, %), "params" (trainable
 backbone parameters, heads excluded), "flops" (GFLOPs at the test crop, adapters merged, one
 multiply-add counted as one FLOP as mmengine does; null if the test pipeline has no CenterCrop)}``.
@@ -34,7 +35,7 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import MODELS, init_default_scope
 
-import petah_mm  # noqa: F401  (registers PETAHEfficientFormer)
+from petah_mm.adapters import preset_name
 
 TRAIN = Path(__file__).resolve().parents[1] / 'train.py'
 LR_KEY = 'backbone'  # the custom_keys entry whose lr_mult is the LR factor
@@ -133,21 +134,12 @@ def final_metric(work_dir: str, metric: str, final_step: int) -> Optional[float]
     return None
 
 
-def method_label(plan) -> str:
-    """The paper's name for a method, spelt as in tools/analysis_tools/count_params.py."""
-    if plan.method == 'petah':
-        return f"petah{plan.adapters['conv']['rank']}"
-    if plan.method.startswith('lora'):
-        return f"{plan.method} r{plan.adapters['attn']['rank']}"
-    return plan.method
-
-
 def model_stats(cfg: Config) -> Dict:
     """Arch, method, trainable backbone parameters and GFLOPs of the config's model, built without weights."""
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model = MODELS.build(dict(cfg.model, backbone=dict(cfg.model.backbone, init_cfg=None))).eval()
     backbone = model.backbone
-    stats = dict(arch=backbone.arch_name, method=method_label(backbone.adapter_plan),
+    stats = dict(arch=backbone.arch_name, method=preset_name(backbone.adapter_cfg) or backbone.adapter_plan.method,
                  params=sum(backbone.trainable_by_group().values()), flops=None)
     crops = [t['crop_size'] for t in cfg.test_dataloader.dataset.pipeline if t['type'] == 'CenterCrop']
     if not crops:

@@ -4,9 +4,9 @@
     python tools/analysis_tools/plot_results.py docs/paper_table3.json docs/figure2_paper.png \
         --title "Reference: the PETAH paper's Table 3 (not measured by petah_mm)"
 
-RESULTS.json is what tools/analysis_tools/hparam_grid.py writes: ``{"results": [{"arch",
-"method", "dataset", "accuracy", "params", "flops"}, ...]}``. Accuracies are averaged over the
-datasets of each (arch, method). Left: task parameters against mean accuracy, a line per method
+RESULTS.json is what tools/analysis_tools/hparam_grid.py writes: ``{"results": [{"arch", "method"
+(an adapter preset's name), "dataset", "accuracy", "params", "flops"}, ...]}``. Accuracies are
+averaged over the datasets of each (arch, method). Left: task parameters against mean accuracy, a line per method
 family, a marker per model size. Right: GFLOPs against mean accuracy of the PETAH-2 and LoRA
 models, the circle area growing with the parameter count of the backbone.
 """
@@ -21,12 +21,12 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from petah_mm.adapters.presets import FAMILIES  # noqa: E402
+
 MARKERS = {'l7': 'o', 'l3': 's', 'l1': '^', 'vit-b': 'D', 'vit-s': 'v'}
 ARCH_NAMES = {'l1': 'EF L1', 'l3': 'EF L3', 'l7': 'EF L7', 'vit-b': 'ViT-B', 'vit-s': 'ViT-S'}
 # backbone parameters in millions (EF from count_params.py --paper-table, ViT from the paper's Table 1)
 BACKBONE_SIZE = {'l1': 11.4, 'l3': 30.4, 'l7': 80.7, 'vit-b': 85.7, 'vit-s': 21.6}
-FAMILY = {'lora_attn r8': 'LoRA ATTN', 'lora_attn r16': 'LoRA ATTN', 'lora_attn_mlp r8': 'LoRA ATTN+MLP',
-          'petah1': 'PETAH', 'petah2': 'PETAH', 'attn_ft': 'ATTN FT', 'full': 'Full FT', 'frozen': 'Linear probing'}
 
 
 def mean_accuracy(results):
@@ -42,7 +42,7 @@ def plot_params(ax, means):
     by_family = defaultdict(list)
     for (arch, method), (acc, params, _) in means.items():
         if params > 0:  # linear probing has no task parameters and no place on a log axis
-            by_family[FAMILY.get(method, method), arch].append((params / 1e6, acc))
+            by_family[FAMILIES.get(method, method), arch].append((params / 1e6, acc))
     colours = {}
     for (family, arch), points in sorted(by_family.items()):
         colour = colours.setdefault(family, f'C{len(colours)}')
@@ -57,7 +57,7 @@ def plot_params(ax, means):
 
 def plot_flops(ax, means):
     for (arch, method), (acc, _, flops) in sorted(means.items()):
-        if method in ('petah2', 'lora_attn r8') and flops and (method == 'petah2' or arch.startswith('vit')):
+        if method in ('petah2', 'lora-attn-r8') and flops and (method == 'petah2' or arch.startswith('vit')):
             ax.scatter(flops, acc, s=8 * BACKBONE_SIZE.get(arch, 20), alpha=0.5, marker=MARKERS.get(arch, 'o'))
             label = 'PETAH-2' if method == 'petah2' else 'LoRA ATTN r=8'
             ax.annotate(f'{ARCH_NAMES.get(arch, arch)} {label}', (flops, acc), fontsize=8, ha='center')

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 from mmengine.config import Config
-from mmengine.registry import MODELS
 
-import petah_mm  # noqa: F401  (registers PETAHEfficientFormer)
+from petah_mm.adapters import PRESETS
+from petah_mm.models import build_backbone_from_config
 
 REPO = Path(__file__).resolve().parents[2]
 FOLDERS = {
@@ -27,15 +27,18 @@ FOLDERS = {
 PAPER = dict(Title='PETAH: Parameter Efficient Task Adaptation for Hybrid Transformers in a resource-limited '
              'Context (Augustin et al., 2024)')
 ZOO_START, ZOO_END = '<!-- model-zoo: written by tools/misc/make_model_index.py -->', '<!-- /model-zoo -->'
-METHOD_ORDER = ('frozen', 'full', 'attn-ft', 'lora-attn-r8', 'lora-attn-r16', 'lora-attn-mlp-r8', 'petah1', 'petah2')
-NAME = re.compile(r'(?P<algo>.*?)_?ef-(?P<arch>l\d)(?P<sparse>-sparse90)?-(?P<method>[a-z0-9-]+?)_(?P<rest>.*)')
+# {algorithm}_{backbone}-{preset}_{rest}: the backbone is a family and size (ef-l7, swin-t, efv2-s0), maybe sparse
+NAME = re.compile(r'(?:(?P<algo>[a-z0-9-]+?)_)?(?P<backbone>[a-z0-9]+-[a-z0-9]+)(?P<sparse>-sparse90)?-'
+                  r'(?P<method>' + '|'.join(sorted(map(re.escape, PRESETS), key=len, reverse=True)) + r')_(?P<rest>.*)')
 
 
-def trainable_params(backbone_cfg: dict, cache: dict) -> int:
-    key = (backbone_cfg['arch'], str(backbone_cfg['adapter']), str(backbone_cfg.get('out_indices')))
+def backbone_stats(cfg: Config, cache: dict) -> dict:
+    """The built backbone's class and arch, and its trainable parameters (built once per backbone config)."""
+    key = str(cfg.model.backbone)
     if key not in cache:
-        backbone = MODELS.build(dict(backbone_cfg, init_cfg=None))
-        cache[key] = sum(backbone.trainable_by_group().values())
+        backbone = build_backbone_from_config(cfg)
+        cache[key] = dict(name=f'{type(backbone).__name__}({backbone.arch_name})',
+                          params=sum(backbone.trainable_by_group().values()))
     return cache[key]
 
 
@@ -49,11 +52,16 @@ def schedule(cfg: Config) -> dict:
 def entry(path: Path, cache: dict) -> dict:
     cfg = Config.fromfile(path)
     match = NAME.fullmatch(path.stem)
+    if match is None:
+        raise ValueError(f'{path}: the name is not {{algorithm}}_{{backbone}}-{{preset}}_{{schedule}}_{{dataset}} '
+                         f'with a preset of {", ".join(PRESETS)}')
     dataset = cfg.train_dataloader.dataset
+    stats = backbone_stats(cfg, cache)
     metadata = {
-        'Backbone': f'EfficientFormer-{match["arch"].upper()}' + (' (90 % sparse)' if match['sparse'] else ''),
+        'Backbone': match['backbone'] + (' (90 % sparse)' if match['sparse'] else ''),
+        'Backbone Class': stats['name'],
         'Adaptation': match['method'],
-        'Trainable Backbone Parameters': trainable_params(cfg.model.backbone, cache),
+        'Trainable Backbone Parameters': stats['params'],
         'Training Data': dataset.get('type', '?'),
         'Batch Size': f'8x{cfg.train_dataloader.batch_size}',
         **schedule(cfg),
@@ -68,13 +76,13 @@ def released_configs(folder: str):
 
 
 def markdown(entries) -> str:
-    """One row per task/dataset and schedule, one column per method, links per architecture."""
+    """One row per task/dataset and schedule, one column per preset, links per backbone."""
     table = defaultdict(dict)
     for e in entries:
         match = NAME.fullmatch(e['Name'])
         row = f'{match["algo"] or "linear"} {match["rest"]}' + (' (sparse)' if match['sparse'] else '')
-        table[row].setdefault(match['method'], []).append(f'[{match["arch"].upper()}]({e["Config"]})')
-    methods = [m for m in METHOD_ORDER if any(m in cells for cells in table.values())]
+        table[row].setdefault(match['method'], []).append(f'[{match["backbone"].upper()}]({e["Config"]})')
+    methods = [m for m in PRESETS if any(m in cells for cells in table.values())]
     lines = ['| config | ' + ' | '.join(methods) + ' |', '|---' * (len(methods) + 1) + '|']
     lines += [f'| `{row}` | ' + ' | '.join(' '.join(cells.get(m, [])) or '-' for m in methods) + ' |'
               for row, cells in table.items()]
@@ -96,7 +104,7 @@ def main():
     for folder, info in FOLDERS.items():
         entries = [entry(path, cache) for path in released_configs(folder)]
         metafile = dict(Collections=[dict(Name=info['collection'], Metadata={'Task': info['task']}, Paper=PAPER,
-                                          Code=dict(URL='petah_mm/models/backbones/petah_efficientformer.py'))],
+                                          Code=dict(URL='petah_mm/adapters/backbone.py'))],
                         Models=entries)
         path = REPO / 'configs' / folder / 'metafile.yml'
         path.write_text(yaml.safe_dump(metafile, sort_keys=False, width=120))

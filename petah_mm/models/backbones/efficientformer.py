@@ -19,7 +19,7 @@ from mmengine.runner import CheckpointLoader
 from mmpretrain.models.backbones.efficientformer import AttentionWithBias, EfficientFormer, Meta3D
 from torch import nn
 
-from ...utils import freeze_batchnorm_stats
+from ...utils import NormEvalMixin
 from .efficientformer_layouts import to_mmpretrain_layout
 
 #: buffers that are recomputed or bookkeeping; a checkpoint may omit them
@@ -95,7 +95,7 @@ class CheckpointedStage(nn.Sequential):
 
 
 @MODELS.register_module()
-class DenseEfficientFormer(EfficientFormer):
+class DenseEfficientFormer(NormEvalMixin, EfficientFormer):
     """EfficientFormer L1/L3/L7 returning NCHW features at strides 4/8/16/32 for any input size.
 
     Args:
@@ -180,12 +180,6 @@ class DenseEfficientFormer(EfficientFormer):
             if isinstance(module, ResizableAttentionWithBias):
                 module.token_grid = (height, width)
         return self.forward_tokens(x)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode and self.norm_eval:
-            freeze_batchnorm_stats(self)
-        return self
 
     def init_weights(self):
         if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):

@@ -1,0 +1,10 @@
+# Cascade Mask R-CNN + FPN with a PETAH-2 FastViT-SA12 (timm) on COCO: the PETAH detection recipe of the
+# EfficientFormer configs. Other methods for FastViT-SA12 (timm) inherit from this file.
+_base_ = [
+    '../_base_/recipes/cascade-mask-rcnn_fpn_1x_coco-640x480.py',
+    '../_base_/models/fastvit-sa12.py',
+]
+
+model = dict(
+    backbone=dict(_base_.fastvit_sa12_petah2, _delete_=True),
+    neck=dict(in_channels=_base_.fastvit_sa12_channels))

@@ -1,0 +1,10 @@
+# Cascade Mask R-CNN + FPN with a PETAH-2 Swin-T (mmdet) on COCO: the PETAH detection recipe of the
+# EfficientFormer configs. Other methods for Swin-T (mmdet) inherit from this file.
+_base_ = [
+    '../_base_/recipes/cascade-mask-rcnn_fpn_1x_coco-640x480.py',
+    '../_base_/models/swin-t.py',
+]
+
+model = dict(
+    backbone=dict(_base_.swin_t_petah2, _delete_=True),
+    neck=dict(in_channels=_base_.swin_t_channels))
