@@ -51,6 +51,14 @@ class FusedAttention(nn.Module):
         return self.mixer(x, x, x)[0]
 
 
+def test_discovery_skips_per_channel_scales_and_counts_them():
+    from petah_mm.adapters.discovery import discover_groups
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1, groups=8), nn.Conv2d(8, 8, 3, groups=8))
+    groups, skipped = discover_groups(model)
+    assert groups == {'conv': ['0', '2']}
+    assert skipped == {'per-channel scale (depthwise 1x1 Conv2d)': 1}
+
+
 def test_fused_multihead_attention_is_refused_by_name():
     with pytest.raises(TypeError, match=r"\['mixer'\] are nn.MultiheadAttention.*in_proj_weight"):
         wrap(dict(type=FusedAttention), 'lora-attn-r8')

@@ -5,7 +5,9 @@
   ``q``, ``k``, ``v``, ``qkv``, ``proj``, ... (``attn.qkv``, ``w_msa.proj``, ``q.conv``, ``proj.1.conv``);
 * ``mlp``: ``nn.Linear`` layers of MLP / FFN modules (class name ``Mlp``, ``FFN``, ``FeedForward``);
 * ``conv``: every other ``nn.Conv2d``: stems, downsamples, depthwise and 1×1 convolutions of
-  convolutional MLPs, as PETAH adapts every convolution of a hybrid.
+  convolutional MLPs, as PETAH adapts every convolution of a hybrid. Depthwise 1×1 convolutions
+  (FastViT's ``conv_scale``) are per-channel scales, whose kernel as a matrix has one column: no
+  low-rank delta exists for them, so they are skipped and counted.
 
 Only plain ``nn.Linear`` / ``nn.Conv2d`` (and mmcv's wrappers of them) can be adapted; other
 subclasses (``Conv2dSame``, the ``out_proj`` of ``nn.MultiheadAttention``) are reported as skipped,
@@ -48,6 +50,8 @@ def discover_groups(model: nn.Module) -> Tuple[Dict[str, List[str]], Counter]:
             continue
         if _is_pointwise(module) and any(p.split('.')[0] in PROJECTIONS for p in _under(name, attention)):
             groups['attn'].append(name)
+        elif isinstance(module, nn.Conv2d) and module.weight[0].numel() == 1:
+            skipped['per-channel scale (depthwise 1x1 Conv2d)'] += 1
         elif isinstance(module, nn.Conv2d):
             groups['conv'].append(name)
         elif _under(name, mlps):
