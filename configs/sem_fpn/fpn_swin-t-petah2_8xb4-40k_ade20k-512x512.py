@@ -4,7 +4,8 @@ _base_ = [
     '../_base_/recipes/fpn_8xb4-40k_ade20k-512x512.py',
     '../_base_/models/swin-t.py',
 ]
+__channels, __backbone = map(_base_.pop, ('swin_t_channels', 'swin_t_petah2'))
 
 model = dict(
-    backbone=dict(_base_.swin_t_petah2, _delete_=True),
-    neck=dict(in_channels=_base_.swin_t_channels))
+    backbone=dict(__backbone, _delete_=True),
+    neck=dict(in_channels=__channels))
