@@ -8,7 +8,7 @@ from .compat import allow_mmengine_checkpoints
 
 allow_mmengine_checkpoints()
 
-from . import datasets, models, sparse  # noqa: E402,F401  (registers datasets, models and hooks)
+from . import datasets, engine, models, sparse  # noqa: E402,F401  (registers datasets, models, hooks, wrappers)
 from .adapters import METHODS, build_plan  # noqa: E402
 
 __version__ = '0.1.0'

@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..compat import autocast_enabled
 from .factorizations import FACTORIZATIONS, Factorization
-from .low_rank_kernels import LowRankConv2d, LowRankLinear
+from .low_rank_kernels import low_rank_conv2d, low_rank_linear
 
 
 class AdaptedLayerMixin:
@@ -47,10 +46,26 @@ class AdaptedLayerMixin:
         return True
 
     def low_rank_kernel_applies(self, x: torch.Tensor) -> bool:
-        """The low-rank kernels give no gradient to the frozen weight and bias, and leave mixed
-        precision to autograd's own ops."""
+        """The low-rank kernels give no gradient to the frozen weight and bias. FLOPs counters trace
+        the model and count a custom autograd function as zero, so a trace takes plain ops."""
         frozen = not self.weight.requires_grad and (self.bias is None or not self.bias.requires_grad)
-        return frozen and self.supports_branch and not autocast_enabled(x.device.type)
+        return frozen and self.supports_branch and not torch.jit.is_tracing()
+
+    def output_positions(self, x: torch.Tensor) -> int:
+        """How many output vectors (batch × tokens or pixels) this layer computes for ``x``."""
+        raise NotImplementedError
+
+    def thin_form_is_cheaper(self, x: torch.Tensor, rank: int) -> bool:
+        """Whether op(x, W) + B(A(x)) costs fewer FLOPs than op(x, W + ΔW) for this input.
+
+        Both run op(x, W)'s FLOPs once. On top, the fused kernel builds ΔW and adds it to W once per
+        call (out·fan_in·(r + 1)); the two-layer form runs A and B and adds their output at every
+        output position (positions·(r·(fan_in + out) + out)). At batch 1 on 7×7 tokens the thin form
+        wins; on large feature maps the fused kernel does.
+        """
+        out, fan_in = self.weight.shape[0], self.weight[0].numel()
+        thin = self.output_positions(x) * (rank * (fan_in + out) + out)
+        return self.supports_branch and thin < out * fan_in * (rank + 1)
 
     def low_rank_kernel(self, x, lora_A, lora_B, scaling) -> torch.Tensor:
         raise NotImplementedError
@@ -91,7 +106,10 @@ class AdaptedLinear(AdaptedLayerMixin, nn.Linear):
         return F.linear(x, kernel, bias)
 
     def low_rank_kernel(self, x, lora_A, lora_B, scaling):
-        return LowRankLinear.apply(x, self.weight, self.bias, lora_A, lora_B, scaling)
+        return low_rank_linear(x, self.weight, self.bias, lora_A, lora_B, scaling)
+
+    def output_positions(self, x):
+        return x.numel() // x.shape[-1]
 
 
 class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
@@ -128,8 +146,12 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
         return self._conv_forward(x, kernel, bias)
 
     def low_rank_kernel(self, x, lora_A, lora_B, scaling):
-        return LowRankConv2d.apply(x, self.weight, self.bias, lora_A, lora_B, scaling, self.stride, self.padding,
-                                   self.dilation)
+        return low_rank_conv2d(x, self.weight, self.bias, lora_A, lora_B, scaling, self.stride, self.padding,
+                               self.dilation)
+
+    def output_positions(self, x):
+        """Input pixels over the stride: the output size up to the borders."""
+        return x.numel() // x.shape[-3] // (self.stride[0] * self.stride[1])
 
 
 ADAPTABLE_TYPES = {nn.Linear: AdaptedLinear, nn.Conv2d: AdaptedConv2d}
