@@ -101,9 +101,10 @@ class LoRA(Factorization):
     def adapted_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
         """Training takes the low-rank kernels where they apply (they need one input for W and A, so
         no dropout), else the paper's two-layer branch, else the fused kernel (grouped convolutions).
-        Inference, eval mode and FLOPs counters' traces take plain ops: per layer the cheaper of the
-        fused kernel and the two-layer form for this input's size."""
-        training = self.training and torch.is_grad_enabled()
+        Inference, eval mode and traces take plain ops, per layer the cheaper of the fused kernel and
+        the two-layer form for this input's size: FLOPs counters trace the model (with gradients
+        enabled) and count a custom autograd function as zero."""
+        training = self.training and torch.is_grad_enabled() and not torch.jit.is_tracing()
         dropout = self.training and not isinstance(self.dropout, nn.Identity)
         if training and not dropout and layer.low_rank_kernel_applies(x):
             return layer.low_rank_kernel(x, self.lora_A, self.lora_B, self.scaling)

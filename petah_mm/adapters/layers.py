@@ -46,10 +46,9 @@ class AdaptedLayerMixin:
         return True
 
     def low_rank_kernel_applies(self, x: torch.Tensor) -> bool:
-        """The low-rank kernels give no gradient to the frozen weight and bias. FLOPs counters trace
-        the model and count a custom autograd function as zero, so a trace takes plain ops."""
+        """The low-rank kernels give no gradient to the frozen weight and bias."""
         frozen = not self.weight.requires_grad and (self.bias is None or not self.bias.requires_grad)
-        return frozen and self.supports_branch and not torch.jit.is_tracing()
+        return frozen and self.supports_branch
 
     def output_positions(self, x: torch.Tensor) -> int:
         """How many output vectors (batch × tokens or pixels) this layer computes for ``x``."""
