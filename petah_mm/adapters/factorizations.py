@@ -108,8 +108,10 @@ class LoRA(Factorization):
         dropout = self.training and not isinstance(self.dropout, nn.Identity)
         if training and not dropout and layer.low_rank_kernel_applies(x):
             return layer.low_rank_kernel(x, self.lora_A, self.lora_B, self.scaling)
-        if layer.supports_branch and (training or dropout or layer.thin_form_is_cheaper(x, self.rank)):
+        if layer.supports_branch and (training or dropout):
             return self.branch_forward(x, layer)
+        if layer.thin_form_is_cheaper(x, self.rank):
+            return layer.low_rank_branch(x, self.lora_A, self.lora_B, self.scaling)
         return self.fused_forward(x, layer)
 
     def branch_forward(self, x: torch.Tensor, layer) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .factorizations import FACTORIZATIONS, Factorization
-from .low_rank_kernels import low_rank_conv2d, low_rank_linear
+from .low_rank_kernels import batched_left_mul, low_rank_conv2d, low_rank_linear
 
 
 class AdaptedLayerMixin:
@@ -69,6 +69,10 @@ class AdaptedLayerMixin:
     def low_rank_kernel(self, x, lora_A, lora_B, scaling) -> torch.Tensor:
         raise NotImplementedError
 
+    def low_rank_branch(self, x, lora_A, lora_B, scaling) -> torch.Tensor:
+        """Inference's two-layer form op(x, W) + s·B(A(x)) (no dropout, no autograd needed)."""
+        raise NotImplementedError
+
     @torch.no_grad()
     def merge(self) -> None:
         """Add ΔW into the frozen kernel, so inference costs exactly a plain layer.
@@ -106,6 +110,9 @@ class AdaptedLinear(AdaptedLayerMixin, nn.Linear):
 
     def low_rank_kernel(self, x, lora_A, lora_B, scaling):
         return low_rank_linear(x, self.weight, self.bias, lora_A, lora_B, scaling)
+
+    def low_rank_branch(self, x, lora_A, lora_B, scaling):
+        return F.linear(x, self.weight, self.bias) + F.linear(F.linear(x, lora_A), lora_B * scaling)
 
     def output_positions(self, x):
         return x.numel() // x.shape[-1]
@@ -147,6 +154,16 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
     def low_rank_kernel(self, x, lora_A, lora_B, scaling):
         return low_rank_conv2d(x, self.weight, self.bias, lora_A, lora_B, scaling, self.stride, self.padding,
                                self.dilation)
+
+    def low_rank_branch(self, x, lora_A, lora_B, scaling):
+        """A pointwise conv's thin layers run as matrix products: r-channel convolutions are slow on CPU."""
+        out = self._conv_forward(x, self.weight, self.bias)
+        rank = lora_A.shape[0]
+        if x.dim() == 4 and lora_A.shape[2:] == (1, 1) and self.stride == (1, 1) and self.padding in ((0, 0), 'valid'):
+            hidden = batched_left_mul(lora_A.reshape(rank, -1), x.flatten(2))
+            up = batched_left_mul(lora_B.reshape(-1, rank) * scaling, hidden)
+            return out + up.reshape(out.shape)
+        return out + F.conv2d(self._conv_forward(x, lora_A, None), lora_B * scaling)
 
     def output_positions(self, x):
         """Input pixels over the stride: the output size up to the borders."""

@@ -93,6 +93,8 @@ def check_amp_training(args):
         f"_base_ = '{DET_TOY}'",
         f"model = dict(backbone=dict(init_cfg=dict(checkpoint='{backbone}')))",
         f"train_dataloader = dict(batch_size=2, dataset=dict(data_root='{data}/'))",
+        f"val_dataloader = dict(dataset=dict(data_root='{data}/'))", 'test_dataloader = val_dataloader',
+        f"val_evaluator = dict(ann_file='{data}/annotations/instances_val2017.json')", 'test_evaluator = val_evaluator',
         'train_cfg = dict(max_epochs=1, val_interval=2)',
         'default_hooks = dict(logger=dict(interval=5))',
     ]) + '\n')
