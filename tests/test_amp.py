@@ -11,11 +11,11 @@ from unittest import mock
 import pytest
 import torch
 from mmengine.optim import OptimWrapper, build_optim_wrapper
+from test_dense_pipelines import DET_TOY, SEG_TOY, toy_config
 from torch import nn
 
 from petah_mm.datasets import make_toy_ade20k, make_toy_backbone, make_toy_classification, make_toy_coco
 from petah_mm.engine import BF16OptimWrapper, amp_optim_wrapper
-from test_dense_pipelines import DET_TOY, SEG_TOY, toy_config
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = REPO / 'configs' / 'toy'
