@@ -136,11 +136,13 @@ def test_gradient_checkpointing_gives_the_kernels_gradients(build_ef):
 
 
 def output_kind(layer, x):
-    with mock.patch.object(layer.adapter, 'branch_forward', wraps=layer.adapter.branch_forward) as branch:
+    """'kernel', 'two-layer' (Eq. (2) with autograd), 'thin' (inference's two-layer form) or 'fused'."""
+    with mock.patch.object(layer.adapter, 'branch_forward', wraps=layer.adapter.branch_forward) as branch, \
+            mock.patch.object(layer, 'low_rank_branch', wraps=layer.low_rank_branch) as thin:
         out = layer(x)
     if out.grad_fn is not None and type(out.grad_fn).__name__ in KERNELS:
         return 'kernel'
-    return 'two-layer' if branch.called else 'fused'
+    return 'two-layer' if branch.called else 'thin' if thin.called else 'fused'
 
 
 def test_kernels_are_skipped_where_they_would_be_wrong():
@@ -178,7 +180,10 @@ def test_inference_takes_the_cheaper_form_and_computes_the_same():
     nn.init.normal_(fc.adapter.lora_B)
     conv = adapt_layer('conv', nn.Conv2d(48, 192, 1).requires_grad_(False), dict(type='lora', rank=2)).eval()
     nn.init.normal_(conv.adapter.lora_B)
-    cases = [(fc, torch.randn(1, 49, 768), 'two-layer'), (conv, torch.randn(8, 48, 64, 64), 'fused')]
+    pointwise = adapt_layer('conv', nn.Conv2d(384, 1536, 1).requires_grad_(False), dict(type='lora', rank=2)).eval()
+    nn.init.normal_(pointwise.adapter.lora_B)
+    cases = [(fc, torch.randn(1, 49, 768), 'thin'), (pointwise, torch.randn(1, 384, 14, 14), 'thin'),
+             (conv, torch.randn(8, 48, 64, 64), 'fused')]
     for layer, x, kind in cases:
         with torch.no_grad():
             assert output_kind(layer, x) == kind
