@@ -9,7 +9,7 @@ from .compat import allow_mmengine_checkpoints
 
 allow_mmengine_checkpoints()
 
-from . import datasets, engine, models, sparse  # noqa: E402,F401  (registers datasets, models, hooks, optimizer)
+from . import datasets, engine, models, sparse  # noqa: E402,F401  (registers datasets, models, hooks, optimizers)
 from .adapters import METHODS, build_plan  # noqa: E402
 
 engine.register_checkpoint_loaders()

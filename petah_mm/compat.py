@@ -83,11 +83,3 @@ def allow_mmengine_checkpoints() -> None:
     if hasattr(torch.serialization, 'add_safe_globals'):  # torch >= 2.4; older torch does not default to weights_only
         torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
     HistoryBuffer.__getstate__ = _history_buffer_state
-
-
-def autocast_enabled(device_type: str) -> bool:
-    """``torch.is_autocast_enabled(device_type)`` (torch >= 2.4), also on torch 2.1."""
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:
-        return torch.is_autocast_enabled() if device_type == 'cuda' else torch.is_autocast_cpu_enabled()

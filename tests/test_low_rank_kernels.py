@@ -1,4 +1,5 @@
-"""The low-rank training kernels: exact gradients, and used only where they are exact."""
+"""The low-rank training kernels: exact gradients, in fp32 and under autocast, and used only where
+they are exact; unmerged inference picks the cheaper plain-op form per layer."""
 from unittest import mock
 
 import pytest
@@ -6,7 +7,8 @@ import torch
 from torch import nn
 
 from petah_mm.adapters import adapt_layer
-from petah_mm.adapters.low_rank_kernels import LowRankConv2d, LowRankLinear
+from petah_mm.adapters.layers import AdaptedConv2d
+from petah_mm.adapters.low_rank_kernels import low_rank_conv2d, low_rank_linear
 
 CONV_GEOMETRIES = [
     dict(kernel_size=1),  # the pointwise matrix-product path
@@ -14,6 +16,7 @@ CONV_GEOMETRIES = [
     dict(kernel_size=3, stride=2, padding=2, dilation=2),
     dict(kernel_size=(3, 1), stride=(2, 1), padding=(1, 0)),
 ]
+KERNELS = ('LowRankConv2dBackward', 'LowRankLinearBackward')
 
 
 @pytest.mark.parametrize('geometry', CONV_GEOMETRIES)
@@ -23,8 +26,8 @@ def test_conv_kernel_passes_gradcheck(geometry):
     lora_A = torch.randn(2, 3, *conv.kernel_size, dtype=torch.double, requires_grad=True)
     lora_B = torch.randn(4, 2, 1, 1, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda x, a, b: LowRankConv2d.apply(x, conv.weight.detach(), conv.bias.detach(), a, b, 1.5, conv.stride,
-                                            conv.padding, conv.dilation), (x, lora_A, lora_B))
+        lambda x, a, b: low_rank_conv2d(x, conv.weight.detach(), conv.bias.detach(), a, b, 1.5, conv.stride,
+                                        conv.padding, conv.dilation), (x, lora_A, lora_B))
 
 
 def test_linear_kernel_passes_gradcheck():
@@ -32,63 +35,160 @@ def test_linear_kernel_passes_gradcheck():
     weight, bias = torch.randn(4, 6, dtype=torch.double), torch.randn(4, dtype=torch.double)
     lora_A = torch.randn(3, 6, dtype=torch.double, requires_grad=True)
     lora_B = torch.randn(4, 3, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, a, b: LowRankLinear.apply(x, weight, bias, a, b, 0.5),
-                                    (x, lora_A, lora_B))
+    assert torch.autograd.gradcheck(lambda x, a, b: low_rank_linear(x, weight, bias, a, b, 0.5), (x, lora_A, lora_B))
 
 
-def gradients(layer, x, forward):
+def gradients(layer, x, forward, dtype=None):
+    """Output and the gradients of x, A and B, under autocast to ``dtype`` if given."""
     x = x.clone().requires_grad_()
     layer.adapter.zero_grad(set_to_none=True)
-    out = forward(x)
-    out.backward(torch.ones_like(out))
+    with torch.autocast('cpu', dtype=dtype, enabled=dtype is not None):
+        out = forward(x)
+    out.float().square().sum().backward()
     return [out, x.grad] + [p.grad for p in layer.adapter.parameters()]
+
+
+def adapted_conv(geometry, channels=(5, 7)):
+    layer = adapt_layer('conv', nn.Conv2d(*channels, **geometry).requires_grad_(False),
+                        dict(type='lora', rank=2, alpha=4.))
+    nn.init.normal_(layer.adapter.lora_B)
+    return layer
 
 
 @pytest.mark.parametrize('geometry', CONV_GEOMETRIES)
 def test_training_matches_the_papers_two_layer_form(geometry):
-    base = nn.Conv2d(5, 7, **geometry).requires_grad_(False)
-    layer = adapt_layer('conv', base, dict(type='lora', rank=2, alpha=4.))
-    nn.init.normal_(layer.adapter.lora_B)
+    layer = adapted_conv(geometry)
     x = torch.randn(2, 5, 37, 53)
-    with mock.patch.object(LowRankConv2d, 'apply', wraps=LowRankConv2d.apply) as kernel:
-        fast = gradients(layer, x, layer)
-    assert kernel.called
+    fast = gradients(layer, x, layer)
+    assert type(fast[0].grad_fn).__name__ == 'LowRankConv2dBackward'
     reference = gradients(layer, x, lambda x: layer.adapter.branch_forward(x, layer))
     for a, b in zip(fast, reference):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def kernel_calls(layer, x):
-    with mock.patch.object(LowRankConv2d, 'apply', wraps=LowRankConv2d.apply) as conv, \
-            mock.patch.object(LowRankLinear, 'apply', wraps=LowRankLinear.apply) as linear:
-        layer(x).sum().backward()
-    return conv.call_count + linear.call_count
+def relative_error(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+# bf16 keeps 8 significant bits (relative rounding 2^-9 = 0.2 %); each side rounds differently
+# (the kernel adds ΔW to W before rounding, the two-layer form rounds W, A and B separately), so
+# outputs and gradients agree to a few roundings: 2 % relative (Frobenius) error, and both lie
+# within 3 % of the fp32 truth.
+BF16_TOLERANCE, BF16_VS_FP32 = 0.02, 0.03
+
+
+@pytest.mark.parametrize('geometry', CONV_GEOMETRIES + ['linear'])
+def test_bf16_autocast_keeps_the_kernels_and_their_gradients(geometry):
+    if geometry == 'linear':
+        layer = adapt_layer('fc', nn.Linear(24, 40).requires_grad_(False), dict(type='lora', rank=4))
+        x, kernel = torch.randn(3, 49, 24), 'LowRankLinearBackward'
+    else:
+        layer, x, kernel = adapted_conv(geometry, (16, 24)), torch.randn(2, 16, 21, 19), 'LowRankConv2dBackward'
+    nn.init.normal_(layer.adapter.lora_B, std=0.1)
+    fast = gradients(layer, x, layer, torch.bfloat16)
+    assert type(fast[0].grad_fn).__name__ == kernel  # the fast path under autocast
+    assert fast[0].dtype == torch.bfloat16 and fast[1].dtype == torch.float32
+    assert all(p.dtype == p.grad.dtype == torch.float32 for p in layer.adapter.parameters())  # fp32 masters
+    two_layer = gradients(layer, x, lambda x: layer.adapter.branch_forward(x, layer), torch.bfloat16)
+    assert type(two_layer[0].grad_fn).__name__ not in KERNELS
+    exact = gradients(layer, x.double(), lambda x: layer.double().adapter.branch_forward(x, layer))
+    layer.float()
+    for name, a, b, truth in zip(['output', 'input grad', 'grad A', 'grad B'], fast, two_layer, exact):
+        assert relative_error(a, b) < BF16_TOLERANCE, name
+        assert relative_error(a, truth) < BF16_VS_FP32 and relative_error(b, truth) < BF16_VS_FP32, name
+
+
+def test_channels_last_inputs_and_weights_give_the_same_gradients():
+    geometry = dict(kernel_size=3, stride=2, padding=1)
+    layer = adapted_conv(geometry, (8, 12))
+    x = torch.randn(2, 8, 15, 17)
+    reference = gradients(layer, x, layer)
+    pointwise = adapted_conv(dict(kernel_size=1), (8, 12))
+    pointwise_reference = gradients(pointwise, x, pointwise)
+    for module, expected in ((layer, reference), (pointwise, pointwise_reference)):
+        module.to(memory_format=torch.channels_last)
+        assert module.weight.is_contiguous(memory_format=torch.channels_last)
+        channels_last = gradients(module, x.to(memory_format=torch.channels_last), module)
+        assert type(channels_last[0].grad_fn).__name__ == 'LowRankConv2dBackward'
+        for a, b in zip(channels_last, expected):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_kernels_gradients(build_ef):
+    plain = build_ef()
+    for name, p in plain.named_parameters():
+        if '.adapter.' in name:
+            nn.init.normal_(p, std=0.02)
+    checkpointed = build_ef(with_cp=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    grads, kernel_calls = [], []
+    for model in (plain, checkpointed):
+        with mock.patch.object(AdaptedConv2d, 'low_rank_kernel', autospec=True,
+                               side_effect=AdaptedConv2d.low_rank_kernel) as kernel:
+            sum(o.square().mean() for o in model.train()(x.clone().requires_grad_())).backward()
+        kernel_calls.append(kernel.call_count)
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert kernel_calls[1] > kernel_calls[0] > 0  # checkpointed blocks ran their kernels again in backward
+    assert grads[0].keys() == grads[1].keys() and any('.adapter.' in n for n in grads[0])
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def output_kind(layer, x):
+    """'kernel', 'two-layer' (Eq. (2) with autograd), 'thin' (inference's two-layer form) or 'fused'."""
+    with mock.patch.object(layer.adapter, 'branch_forward', wraps=layer.adapter.branch_forward) as branch, \
+            mock.patch.object(layer, 'low_rank_branch', wraps=layer.low_rank_branch) as thin:
+        out = layer(x)
+    if out.grad_fn is not None and type(out.grad_fn).__name__ in KERNELS:
+        return 'kernel'
+    return 'two-layer' if branch.called else 'thin' if thin.called else 'fused'
 
 
 def test_kernels_are_skipped_where_they_would_be_wrong():
     """They return no gradient for the frozen weight and bias and know neither dropout nor
     grouped or non-zero padding, so those cases take autograd's path instead."""
     frozen = adapt_layer('fc', nn.Linear(4, 4).requires_grad_(False), dict(type='lora', rank=2))
-    assert kernel_calls(frozen, torch.randn(3, 4)) == 1
+    assert output_kind(frozen, torch.randn(3, 4)) == 'kernel'
     trainable_bias = adapt_layer('fc', nn.Linear(4, 4).requires_grad_(False), dict(type='lora', rank=2))
     trainable_bias.bias.requires_grad_(True)
-    assert kernel_calls(trainable_bias, torch.randn(3, 4)) == 0 and trainable_bias.bias.grad is not None
+    assert output_kind(trainable_bias, torch.randn(3, 4)) == 'two-layer'
     dropout = adapt_layer('fc', nn.Linear(4, 4).requires_grad_(False), dict(type='lora', rank=2, dropout=0.5))
-    assert kernel_calls(dropout, torch.randn(3, 4)) == 0
+    assert output_kind(dropout, torch.randn(3, 4)) == 'two-layer'
     for conv in (nn.Conv2d(4, 4, 3, groups=2), nn.Conv2d(4, 4, 3, padding=1, padding_mode='reflect'),
                  nn.Conv2d(4, 4, 3, padding='same')):
         layer = adapt_layer('conv', conv.requires_grad_(False), dict(type='lora', rank=2))
-        assert kernel_calls(layer, torch.randn(1, 4, 8, 8)) == 0
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        assert kernel_calls(frozen, torch.randn(3, 4)) == 0
+        assert output_kind(layer, torch.randn(1, 4, 8, 8)) != 'kernel'
 
 
-def test_inference_runs_one_op_with_the_effective_kernel():
-    base = nn.Conv2d(5, 7, 3, padding=1).requires_grad_(False)
-    layer = adapt_layer('conv', base, dict(type='lora', rank=2))
-    nn.init.normal_(layer.adapter.lora_B)
-    x = torch.randn(1, 5, 12, 12)
-    with torch.no_grad(), mock.patch.object(layer.adapter, 'branch_forward') as branch:
-        out = layer(x)
-    assert not branch.called
-    torch.testing.assert_close(out, layer.adapter.branch_forward(x, layer), rtol=1e-5, atol=1e-5)
+def test_traces_eval_and_no_grad_take_plain_ops():
+    """FLOPs counters trace with gradients enabled and count a custom autograd function as zero."""
+    layer = adapted_conv(dict(kernel_size=3, padding=1), (8, 8))
+    x = torch.randn(1, 8, 32, 32)
+    traced = torch.jit.trace(layer, x, check_trace=False)
+    assert 'PythonOp' not in str(traced.graph) and 'aten::_convolution' in str(traced.graph)
+    with torch.no_grad():
+        assert output_kind(layer, x) != 'kernel'
+    layer.eval()
+    assert output_kind(layer, x) != 'kernel'
+
+
+def test_inference_takes_the_cheaper_form_and_computes_the_same():
+    """At batch 1 on 7×7 tokens building W + ΔW costs more than the thin layers; on a 64×64 map
+    of a batch of 8 the thin layers cost more."""
+    fc = adapt_layer('fc', nn.Linear(768, 768).requires_grad_(False), dict(type='lora', rank=8)).eval()
+    nn.init.normal_(fc.adapter.lora_B)
+    conv = adapt_layer('conv', nn.Conv2d(48, 192, 1).requires_grad_(False), dict(type='lora', rank=2)).eval()
+    nn.init.normal_(conv.adapter.lora_B)
+    pointwise = adapt_layer('conv', nn.Conv2d(384, 1536, 1).requires_grad_(False), dict(type='lora', rank=2)).eval()
+    nn.init.normal_(pointwise.adapter.lora_B)
+    cases = [(fc, torch.randn(1, 49, 768), 'thin'), (pointwise, torch.randn(1, 384, 14, 14), 'thin'),
+             (conv, torch.randn(8, 48, 64, 64), 'fused')]
+    for layer, x, kind in cases:
+        with torch.no_grad():
+            assert output_kind(layer, x) == kind
+            fused = layer.adapter.fused_forward(x, layer)
+            torch.testing.assert_close(layer(x), fused, rtol=1e-4, atol=1e-4)
+            layer.merge()
+            torch.testing.assert_close(layer(x), fused, rtol=1e-4, atol=1e-4)
+            layer.unmerge()

@@ -10,12 +10,13 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from petah_mm.engine import apply_common_args, parse_tool_args, tool_parser
+from petah_mm.engine import amp_optim_wrapper, apply_common_args, parse_tool_args, tool_parser
 
 
 def parse_args():
     parser = tool_parser('Train a model with a PETAH-adapted backbone')
-    parser.add_argument('--amp', action='store_true', help='enable automatic mixed precision training')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision: fp16 with a dynamic loss scale on CUDA, bf16 on CPU')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the LR by the actual batch size over auto_scale_lr.base_batch_size')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
@@ -28,8 +29,7 @@ def main():
     args = parse_args()
     cfg = apply_common_args(Config.fromfile(args.config), args.config, args)
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper)
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise KeyError(f'--auto-scale-lr needs auto_scale_lr.base_batch_size in {args.config}')

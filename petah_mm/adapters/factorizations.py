@@ -94,7 +94,8 @@ class LoRA(Factorization):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Same init as peft and mmpretrain's LoRALinear.
+        # As peft's LoRA and mmpretrain's LoRALinear: A (their lora_A / lora_down, in -> r) is
+        # Kaiming-uniform with a=sqrt(5), B (lora_B / lora_up, r -> out) is zero.
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B)
 
@@ -102,24 +103,27 @@ class LoRA(Factorization):
         return lora_delta(self.lora_A, self.lora_B, self.scaling, self.weight_shape)
 
     def adapted_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
-        """Without autograd, one op with W + ΔW; in training the low-rank kernels where they apply
-        (they need one input for W and A, so no dropout), else the paper's two-layer branch, else
-        the fused kernel (grouped convolutions)."""
-        no_dropout = isinstance(self.dropout, nn.Identity) or not self.training
-        if no_dropout and not torch.is_grad_enabled():
-            return self.fused_forward(x, layer)
-        if no_dropout and layer.low_rank_kernel_applies(x):
+        """Training takes the low-rank kernels where they apply (they need one input for W and A, so
+        no dropout), else the paper's two-layer branch, else the fused kernel (grouped convolutions).
+        Inference, eval mode and traces take plain ops, per layer the cheaper of the fused kernel and
+        the two-layer form for this input's size: FLOPs counters trace the model (with gradients
+        enabled) and count a custom autograd function as zero."""
+        training = self.training and torch.is_grad_enabled() and not torch.jit.is_tracing()
+        dropout = self.training and not isinstance(self.dropout, nn.Identity)
+        if training and not dropout and layer.low_rank_kernel_applies(x):
             return layer.low_rank_kernel(x, self.lora_A, self.lora_B, self.scaling)
-        if layer.supports_branch:
+        if layer.supports_branch and (training or dropout):
             return self.branch_forward(x, layer)
+        if layer.thin_form_is_cheaper(x, self.rank):
+            return layer.low_rank_branch(x, self.lora_A, self.lora_B, self.scaling)
         return self.fused_forward(x, layer)
 
     def branch_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
         """The paper's Eq. (2): op(x, W) + B(A(dropout(x))), the scaling folded into B."""
         hidden = layer.apply_kernel(self.dropout(x), self.lora_A)
         up = self.lora_B * self.scaling
-        return layer.apply_kernel(x, layer.weight, layer.bias) + (F.linear(hidden, up) if up.dim() == 2 else
-                                                                   F.conv2d(hidden, up))
+        lifted = F.linear(hidden, up) if up.dim() == 2 else F.conv2d(hidden, up)
+        return layer.apply_kernel(x, layer.weight, layer.bias) + lifted
 
 
 @FACTORIZATIONS.register_module(name='loha')

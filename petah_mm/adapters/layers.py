@@ -15,10 +15,8 @@ from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
 from mmcv.cnn.bricks.wrappers import Linear as MMCVLinear
 from torch import nn
 
-from ..compat import autocast_enabled
 from .factorizations import FACTORIZATIONS, Factorization
-from .low_rank_kernels import LowRankConv2d, LowRankLinear
-
+from .low_rank_kernels import batched_left_mul, low_rank_conv2d, low_rank_linear
 
 #: state-dict key (under the layer's prefix) marking a state dict taken while merged; '.adapter.' filters drop it
 MERGED_KEY = 'adapter.merged'
@@ -77,12 +75,31 @@ class AdaptedLayerMixin:
         return True
 
     def low_rank_kernel_applies(self, x: torch.Tensor) -> bool:
-        """The low-rank kernels give no gradient to the frozen weight and bias, and leave mixed
-        precision to autograd's own ops."""
+        """The low-rank kernels give no gradient to the frozen weight and bias."""
         frozen = not self.weight.requires_grad and (self.bias is None or not self.bias.requires_grad)
-        return frozen and self.supports_branch and not autocast_enabled(x.device.type)
+        return frozen and self.supports_branch
+
+    def output_positions(self, x: torch.Tensor) -> int:
+        """How many output vectors (batch × tokens or pixels) this layer computes for ``x``."""
+        raise NotImplementedError
+
+    def thin_form_is_cheaper(self, x: torch.Tensor, rank: int) -> bool:
+        """Whether op(x, W) + B(A(x)) costs fewer FLOPs than op(x, W + ΔW) for this input.
+
+        Both run op(x, W)'s FLOPs once. On top, the fused kernel builds ΔW and adds it to W once per
+        call (out·fan_in·(r + 1)); the two-layer form runs A and B and adds their output at every
+        output position (positions·(r·(fan_in + out) + out)). At batch 1 on 7×7 tokens the thin form
+        wins; on large feature maps the fused kernel does.
+        """
+        out, fan_in = self.weight.shape[0], self.weight[0].numel()
+        thin = self.output_positions(x) * (rank * (fan_in + out) + out)
+        return self.supports_branch and thin < out * fan_in * (rank + 1)
 
     def low_rank_kernel(self, x, lora_A, lora_B, scaling) -> torch.Tensor:
+        raise NotImplementedError
+
+    def low_rank_branch(self, x, lora_A, lora_B, scaling) -> torch.Tensor:
+        """Inference's two-layer form op(x, W) + s·B(A(x)) (no dropout, no autograd needed)."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -123,7 +140,13 @@ class AdaptedLinear(AdaptedLayerMixin, nn.Linear):
         return F.linear(x, kernel, bias)
 
     def low_rank_kernel(self, x, lora_A, lora_B, scaling):
-        return LowRankLinear.apply(x, self.weight, self.bias, lora_A, lora_B, scaling)
+        return low_rank_linear(x, self.weight, self.bias, lora_A, lora_B, scaling)
+
+    def low_rank_branch(self, x, lora_A, lora_B, scaling):
+        return F.linear(x, self.weight, self.bias) + F.linear(F.linear(x, lora_A), lora_B * scaling)
+
+    def output_positions(self, x):
+        return x.numel() // x.shape[-1]
 
 
 class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
@@ -160,8 +183,22 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
         return self._conv_forward(x, kernel, bias)
 
     def low_rank_kernel(self, x, lora_A, lora_B, scaling):
-        return LowRankConv2d.apply(x, self.weight, self.bias, lora_A, lora_B, scaling, self.stride, self.padding,
-                                   self.dilation)
+        return low_rank_conv2d(x, self.weight, self.bias, lora_A, lora_B, scaling, self.stride, self.padding,
+                               self.dilation)
+
+    def low_rank_branch(self, x, lora_A, lora_B, scaling):
+        """A pointwise conv's thin layers run as matrix products: r-channel convolutions are slow on CPU."""
+        out = self._conv_forward(x, self.weight, self.bias)
+        rank = lora_A.shape[0]
+        if x.dim() == 4 and lora_A.shape[2:] == (1, 1) and self.stride == (1, 1) and self.padding in ((0, 0), 'valid'):
+            hidden = batched_left_mul(lora_A.reshape(rank, -1), x.flatten(2))
+            up = batched_left_mul(lora_B.reshape(-1, rank) * scaling, hidden)
+            return out + up.reshape(out.shape)
+        return out + F.conv2d(self._conv_forward(x, lora_A, None), lora_B * scaling)
+
+    def output_positions(self, x):
+        """Input pixels over the stride: the output size up to the borders."""
+        return x.numel() // x.shape[-3] // (self.stride[0] * self.stride[1])
 
 
 #: mmcv's Linear/Conv2d only add empty-batch handling to the plain layers (mmdet's Swin FFN uses them)

@@ -10,10 +10,18 @@ that only ΔW's factors need in rank-r form. Nothing but x is saved; W + ΔW is 
 
 Gradients (h = A·x, gh = (s·B)ᵀ·g, summed over batch and positions):
 ``dx = (W + ΔW)ᵀ·g``, ``dA = gh·xᵀ``, ``dB = s·g·hᵀ``.
+
+Mixed precision: under autocast the kernels compute in autocast's dtype (bf16 or fp16), as the
+plain layer would, and save x in that dtype; W, A and B stay fp32 master weights and get fp32
+gradients. Each device type gets its own subclass decorated with ``custom_fwd``/``custom_bwd``
+(:func:`for_device`), because those decorators bind one device type.
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 
+from .autocast import autocast_dtype, custom_bwd, custom_fwd
 from .factorizations import lora_delta
 
 # aten's convolution backward with the real input: torch.nn.grad's wrappers pass a zero-stride
@@ -27,27 +35,43 @@ def batched_left_mul(matrix, batch):
     return torch.bmm(matrix.expand(batch.shape[0], *matrix.shape), batch)
 
 
-def effective_kernel(weight, lora_A, lora_B, scaling):
-    return weight + lora_delta(lora_A, lora_B, scaling, weight.shape)
+def effective_kernel(weight, lora_A, lora_B, scaling, dtype):
+    """W + ΔW in the compute dtype (ΔW from the fp32 factors)."""
+    return (weight + lora_delta(lora_A, lora_B, scaling, weight.shape)).to(dtype)
+
+
+def start(ctx, x, weight, lora_A, lora_B, scaling):
+    """Record the compute dtype and save x in it; returns the cast x."""
+    dtype = autocast_dtype(x.device.type) or x.dtype
+    ctx.scaling, ctx.input_dtype = scaling, x.dtype
+    x = x.to(dtype)
+    ctx.save_for_backward(x, weight, lora_A, lora_B)
+    return x
+
+
+def cast(tensor, dtype):
+    return None if tensor is None else tensor.to(dtype)
 
 
 class LowRankLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, lora_A, lora_B, scaling):
-        ctx.save_for_backward(x, weight, lora_A, lora_B)
-        ctx.scaling = scaling
-        return F.linear(x, effective_kernel(weight, lora_A, lora_B, scaling), bias)
+        x = start(ctx, x, weight, lora_A, lora_B, scaling)
+        return F.linear(x, effective_kernel(weight, lora_A, lora_B, scaling, x.dtype), cast(bias, x.dtype))
 
     @staticmethod
     def backward(ctx, grad):
         x, weight, lora_A, lora_B = ctx.saved_tensors
-        s = ctx.scaling
-        grad_x = grad @ effective_kernel(weight, lora_A, lora_B, s) if ctx.needs_input_grad[0] else None
+        s, dtype = ctx.scaling, x.dtype
+        grad = grad.to(dtype)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad @ effective_kernel(weight, lora_A, lora_B, s, dtype)).to(ctx.input_dtype)
         x2, g2 = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
-        grad_A = (g2 @ (lora_B * s)).t() @ x2
-        grad_B = s * (g2.t() @ (x2 @ lora_A.t()))
-        return grad_x, None, None, grad_A, grad_B, None
+        grad_A = (g2 @ (lora_B * s).to(dtype)).t() @ x2
+        grad_B = s * (g2.t() @ (x2 @ lora_A.to(dtype).t()))
+        return grad_x, None, None, grad_A.to(lora_A.dtype), grad_B.to(lora_B.dtype), None
 
 
 class LowRankConv2d(torch.autograd.Function):
@@ -55,31 +79,51 @@ class LowRankConv2d(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, lora_A, lora_B, scaling, stride, padding, dilation):
-        ctx.save_for_backward(x, weight, lora_A, lora_B)
-        ctx.scaling, ctx.geometry = scaling, (stride, padding, dilation)
-        return F.conv2d(x, effective_kernel(weight, lora_A, lora_B, scaling), bias, stride, padding, dilation)
+        x = start(ctx, x, weight, lora_A, lora_B, scaling)
+        ctx.geometry = stride, padding, dilation
+        kernel = effective_kernel(weight, lora_A, lora_B, scaling, x.dtype)
+        return F.conv2d(x, kernel, cast(bias, x.dtype), stride, padding, dilation)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight, lora_A, lora_B = ctx.saved_tensors
-        s, (stride, padding, dilation) = ctx.scaling, ctx.geometry
+        s, dtype, (stride, padding, dilation) = ctx.scaling, x.dtype, ctx.geometry
+        grad = grad.to(dtype)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            kernel = effective_kernel(weight, lora_A, lora_B, s)
+            kernel = effective_kernel(weight, lora_A, lora_B, s, dtype)
             grad_x = conv_backward(grad, x, kernel, None, stride, padding, dilation, False, (0, 0), 1,
-                                   (True, False, False))[0]
+                                   (True, False, False))[0].to(ctx.input_dtype)
         n, rank = x.shape[0], lora_A.shape[0]
+        a = lora_A.to(dtype)
         g = grad.flatten(2)  # (n, out, positions)
-        gh = batched_left_mul((lora_B.reshape(-1, rank) * s).t(), g)  # (n, r, positions)
+        gh = batched_left_mul((lora_B.reshape(-1, rank) * s).t().to(dtype), g)  # (n, r, positions)
         pointwise = lora_A.shape[2:] == (1, 1) and stride == (1, 1) and padding == (0, 0)
         if pointwise:  # thin matrix products: far faster than r-channel convolutions on CPU
             x_flat = x.flatten(2)
             # x stays in its layout, only the r-channel operand is transposed
             grad_A = (x_flat @ gh.transpose(1, 2)).sum(0).t().reshape(lora_A.shape)
-            h = batched_left_mul(lora_A.reshape(rank, -1), x_flat)
+            h = batched_left_mul(a.reshape(rank, -1), x_flat)
         else:
-            grad_A = conv_backward(gh.reshape(n, rank, *grad.shape[2:]), x, lora_A, None, stride, padding, dilation,
+            grad_A = conv_backward(gh.reshape(n, rank, *grad.shape[2:]), x, a, None, stride, padding, dilation,
                                    False, (0, 0), 1, (False, True, False))[1]
-            h = F.conv2d(x, lora_A, None, stride, padding, dilation).flatten(2)
+            h = F.conv2d(x, a, None, stride, padding, dilation).flatten(2)
         grad_B = s * (g @ h.transpose(1, 2)).sum(0).reshape(lora_B.shape)
-        return grad_x, None, None, grad_A, grad_B, None, None, None, None
+        return grad_x, None, None, grad_A.to(lora_A.dtype), grad_B.to(lora_B.dtype), None, None, None, None
+
+
+@functools.lru_cache(maxsize=None)
+def for_device(function, device_type: str):
+    """``function`` with forward and backward under ``custom_fwd``/``custom_bwd`` for ``device_type``."""
+    return type(function.__name__, (function, ), dict(
+        forward=staticmethod(custom_fwd(device_type)(function.forward)),
+        backward=staticmethod(custom_bwd(device_type)(function.backward))))
+
+
+def low_rank_linear(x, weight, bias, lora_A, lora_B, scaling):
+    return for_device(LowRankLinear, x.device.type).apply(x, weight, bias, lora_A, lora_B, scaling)
+
+
+def low_rank_conv2d(x, weight, bias, lora_A, lora_B, scaling, stride, padding, dilation):
+    return for_device(LowRankConv2d, x.device.type).apply(x, weight, bias, lora_A, lora_B, scaling, stride, padding,
+                                                          dilation)

@@ -20,11 +20,12 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
     trains; that input is only needed for the (frozen) weight's gradient. ``x * scale + shift``
     with constant scale and shift saves nothing, which removes one activation per norm from an
     adapted backbone's training memory. Parameters, buffers and state-dict keys are the
-    original module's. Without autograd (inference) it is plain BatchNorm, which is as fast.
+    original module's. Without autograd (inference) it is plain BatchNorm, which is as fast; so it is
+    in a trace, where FLOPs counters know ``batch_norm`` but not ``addcmul``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        keeps_activations = torch.is_grad_enabled() and x.requires_grad
+        keeps_activations = torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing()
         if self.training or self.weight.requires_grad or self.bias.requires_grad or not keeps_activations:
             return super().forward(x)
         with torch.no_grad():

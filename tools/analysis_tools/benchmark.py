@@ -1,19 +1,29 @@
 """Measure what PETAH costs: inference latency, training step time, peak memory, sizes and FLOPs.
 
     python tools/analysis_tools/benchmark.py --arch l7 --size 224 --batch 8 --out-dir work_dirs/benchmark
+    python tools/analysis_tools/benchmark.py --amp                     # adds bf16 rows
+    python tools/analysis_tools/benchmark.py --config CONFIG          # that config's model.backbone
+    python tools/analysis_tools/benchmark.py --device cuda --amp
 
 One run measures, side by side (warm-up, then repeated runs, medians):
 
 * inference latency of the plain backbone, merged PETAH-n and unmerged PETAH-n, as ratios to plain;
 * a full training step (forward, backward, AdamW step; backbone + linear head) and the peak
-  memory (the process's peak RSS; every method runs in a fresh process) for each method, as
-  ratios to full fine-tuning;
-* trainable backbone parameters, adapter file size and FLOPs (mmengine's complexity analysis,
-  one multiply-add = one FLOP) of each method, merged and unmerged;
+  memory for each method, as ratios to full fine-tuning. On the CPU the peak is the process's
+  peak RSS (every method runs in a fresh process); on CUDA it is ``torch.cuda.max_memory_allocated``
+  and the timings synchronise the device;
+* trainable backbone parameters, adapter file size and FLOPs (mmengine's complexity analysis with
+  gradients enabled, as the libraries' ``get_flops.py`` run it; one multiply-add = one FLOP) of
+  each method, merged and unmerged;
 * the time to switch the shared backbone from one PETAH task to another (unmerge + merge);
 * three ablations of PETAH-2 training, each undoing one of the adapter engine's optimisations.
 
-It writes ``benchmark.md`` and ``benchmark.json`` to --out-dir.
+With ``--amp`` every inference and training row is measured again under bf16 autocast (rows marked
+"bf16", training ratios to full fine-tuning in bf16). The methods are the adapter presets of
+``petah_mm.adapters.presets``; the backbone is the EfficientFormer classification trunk, or
+``model.backbone`` of ``--config`` with random weights (its ``init_cfg`` is dropped: nothing is
+downloaded, and time and memory do not depend on the values). It writes ``benchmark.md`` and
+``benchmark.json`` to --out-dir.
 """
 import argparse
 import json
@@ -22,25 +32,22 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from mmengine.analysis import get_model_complexity_info
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
 from torch import nn
 
+import petah_mm  # noqa: F401  (registers the backbones)
 from petah_mm.adapters import adapted_layers
-from petah_mm.models import DenseEfficientFormer, PETAHEfficientFormer
-from petah_mm.utils import FrozenBatchNorm2d
+from petah_mm.adapters.presets import PRESETS, preset
+from petah_mm.utils import FrozenBatchNorm2d, atomic_write
+from petah_mm.utils.timing import elapsed_ms, median_ms
 
-METHODS = {
-    'full': dict(method='full'),
-    'attn_ft': dict(method='attn_ft'),
-    'lora_attn': dict(method='lora_attn', rank=8),
-    'petah1': dict(method='petah', conv_rank=1),
-    'petah2': dict(method='petah', conv_rank=2),
-    'frozen': dict(method='frozen'),
-}
+DEFAULT_METHODS = ['full', 'attn-ft', 'lora-attn-r8', 'petah1', 'petah2', 'frozen']
 # What petah_mm's adapter engine does differently from a naive LoRA, undone one at a time:
 # 'batchnorm': frozen BatchNorms stay F.batch_norm, which keeps its input for backward;
 # 'branch': LoRA runs as the paper's Eq. (2), op(x, W) + B(A(x)), instead of the low-rank kernels;
@@ -49,12 +56,27 @@ ABLATIONS = {'petah2 (BatchNorm kept)': ('petah2', 'batchnorm'), 'petah2 (two-la
              'petah2 (autograd through W + ΔW)': ('petah2', 'fused')}
 TRUNK = dict(out_indices=[3], reshape_last_feat=False)  # the classification trunk, as in the paper
 NUM_CLASSES = 100
+PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16}
 
 
-def backbone_for(arch, method=None):
-    if method is None:
-        return DenseEfficientFormer(arch=arch, **TRUNK)
-    return PETAHEfficientFormer(arch=arch, adapter=METHODS[method], **TRUNK)
+def backbone_cfg(args) -> dict:
+    """``model.backbone`` of --config without its ``init_cfg``, or the EfficientFormer trunk."""
+    if args.config is None:
+        return dict(type='PETAHEfficientFormer', arch=args.arch, **TRUNK)
+    cfg = Config.fromfile(args.config)
+    init_default_scope(cfg.get('default_scope', 'mmengine'))
+    backbone = cfg.get('model', {}).get('backbone')
+    if backbone is None or 'adapter' not in backbone:
+        raise KeyError(f'{args.config} has no model.backbone with an adapter=dict(...) argument; '
+                       'benchmark.py switches methods through that argument')
+    backbone = backbone.to_dict()
+    backbone.pop('init_cfg', None)
+    return backbone
+
+
+def backbone_for(args, method: str):
+    backbone = MODELS.build(dict(backbone_cfg(args), adapter=preset(method)))
+    return backbone.to(args.device)
 
 
 class Classifier(nn.Module):
@@ -65,7 +87,7 @@ class Classifier(nn.Module):
         self.backbone, self.head = backbone, nn.Linear(channels, NUM_CLASSES)
 
     def forward(self, x):
-        return self.head(self.backbone(x)[-1].mean(-1))
+        return self.head(self.backbone(x)[-1].flatten(2).mean(-1))
 
 
 def randomise_adapters(backbone, seed=0):
@@ -73,45 +95,49 @@ def randomise_adapters(backbone, seed=0):
     with torch.no_grad():
         for name, p in backbone.named_parameters():
             if '.adapter.' in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+                p.copy_(torch.randn(p.shape, generator=g).to(p.device) * 0.02)
 
 
-def median_ms(fn, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
+def autocast(args, precision):
+    dtype = PRECISIONS[precision]
+    return nullcontext() if dtype is None else torch.autocast(torch.device(args.device).type, dtype=dtype)
+
+
+def precisions(args):
+    return ['fp32', 'bf16'] if args.amp else ['fp32']
+
+
+def row_name(name, precision):
+    return name if precision == 'fp32' else f'{name} (bf16)'
 
 
 def inference(args):
     """Latency of plain, merged and unmerged backbones, interleaved in rotating order so that drift
     and cache effects hit all alike."""
-    x = torch.randn(args.batch, 3, args.size, args.size)
-    models = {'plain': backbone_for(args.arch).eval()}
+    x = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
+    models = {'plain': backbone_for(args, 'frozen').eval()}
     for n in (1, 2):
-        unmerged = backbone_for(args.arch, f'petah{n}').eval()
+        unmerged = backbone_for(args, f'petah{n}').eval()
         randomise_adapters(unmerged)
-        merged = backbone_for(args.arch, f'petah{n}').eval()
+        merged = backbone_for(args, f'petah{n}').eval()
         merged.load_state_dict(unmerged.state_dict())
         merged.merge_adapters()
         models[f'petah{n} merged'], models[f'petah{n} unmerged'] = merged, unmerged
-    times = {name: [] for name in models}
-    names = list(models)
-    with torch.no_grad():
-        for model in models.values():
-            for _ in range(args.warmup):
-                model(x)
-        for repeat in range(args.repeats):
-            for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # rotate the order
-                start = time.perf_counter()
-                models[name](x)
-                times[name].append(1e3 * (time.perf_counter() - start))
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    return {name: dict(ms=ms, ratio=ms / medians['plain']) for name, ms in medians.items()}
+    results = {}
+    for precision in precisions(args):
+        times = {name: [] for name in models}
+        names = list(models)
+        with torch.no_grad(), autocast(args, precision):
+            for model in models.values():
+                for _ in range(args.warmup):
+                    model(x)
+            for repeat in range(args.repeats):
+                for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # rotate the order
+                    times[name].append(elapsed_ms(lambda: models[name](x), args.device))
+        medians = {name: statistics.median(t) for name, t in times.items()}
+        plain = medians['plain']
+        results.update({row_name(name, precision): dict(ms=ms, ratio=ms / plain) for name, ms in medians.items()})
+    return results
 
 
 def undo(backbone, ablation):
@@ -126,55 +152,75 @@ def undo(backbone, ablation):
             adapter.adapted_forward = adapter.branch_forward if ablation == 'branch' else adapter.fused_forward
 
 
+def peak_memory_gb(device) -> float:
+    if torch.device(device).type == 'cuda':
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
 def train_worker(args):
     """One method's training step in this (fresh) process; prints JSON."""
     torch.manual_seed(0)
-    backbone = backbone_for(args.arch, args.method)
+    backbone = backbone_for(args, args.method)
     undo(backbone, args.ablation)
-    model = Classifier(backbone, backbone.embed_dims[-1]).train()
+    x = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
+    with torch.no_grad():
+        channels = backbone(x[:1])[-1].shape[1]
+    model = Classifier(backbone, channels).to(args.device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
-    x = torch.randn(args.batch, 3, args.size, args.size)
-    y = torch.randint(0, NUM_CLASSES, (args.batch, ))
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    y = torch.randint(0, NUM_CLASSES, (args.batch, ), device=args.device)
+    baseline = peak_memory_gb(args.device)
+    if torch.device(args.device).type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(args.device)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
+        with autocast(args, args.precision):
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
         optimizer.step()
 
-    ms = median_ms(step, args.warmup, args.repeats)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps(dict(ms=ms, peak_gb=peak / 2**20, model_gb=baseline / 2**20)))
+    ms = median_ms(step, args.warmup, args.repeats, args.device)
+    print(json.dumps(dict(ms=ms, peak_gb=peak_memory_gb(args.device), model_gb=baseline)))
+
+
+def worker_command(args, method, ablation, precision):
+    cmd = [sys.executable, __file__, '--worker', '--method', method, '--ablation', ablation, '--precision', precision,
+           '--arch', args.arch, '--size', str(args.size), '--batch', str(args.batch), '--warmup', str(args.warmup),
+           '--repeats', str(args.repeats), '--device', args.device]
+    return cmd + (['--config', args.config] if args.config else [])
 
 
 def training(args):
+    runs = {m: (m, 'none') for m in args.methods}
+    if 'petah2' in args.methods and not args.skip_ablations:
+        runs.update(ABLATIONS)
     results = {}
-    runs = {**{m: (m, 'none') for m in METHODS}, **ABLATIONS}
-    for name, (method, ablation) in runs.items():
-        cmd = [sys.executable, __file__, '--worker', '--method', method, '--ablation', ablation, '--arch',
-               args.arch, '--size', str(args.size), '--batch', str(args.batch), '--warmup', str(args.warmup),
-               '--repeats', str(args.repeats)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode:
-            raise RuntimeError(f'training benchmark of {name} failed:\n{proc.stderr[-2000:]}')
-        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
-    full = results['full']
-    for r in results.values():
-        r.update(time_ratio=r['ms'] / full['ms'], memory_ratio=r['peak_gb'] / full['peak_gb'])
+    for precision in precisions(args):
+        for name, (method, ablation) in runs.items():
+            proc = subprocess.run(worker_command(args, method, ablation, precision), capture_output=True, text=True)
+            if proc.returncode:
+                raise RuntimeError(f'training benchmark of {row_name(name, precision)} failed:\n{proc.stderr[-2000:]}')
+            results[row_name(name, precision)] = dict(json.loads(proc.stdout.strip().splitlines()[-1]), method=method)
+        full = results.get(row_name('full', precision))
+        for name in runs:
+            r = results[row_name(name, precision)]
+            if full is not None:
+                r.update(time_ratio=r['ms'] / full['ms'], memory_ratio=r['peak_gb'] / full['peak_gb'])
     return results
 
 
 def gflops(model, shape):
-    with torch.no_grad():  # inference FLOPs; the trace sees the ops an unmerged forward runs
-        return get_model_complexity_info(model, input_shape=shape, show_table=False, show_arch=False)['flops'] / 1e9
+    """With gradients enabled, as mmdet's and mmpretrain's get_flops.py count."""
+    return get_model_complexity_info(model, input_shape=shape, show_table=False, show_arch=False)['flops'] / 1e9
 
 
 def sizes_and_flops(args):
     results = {}
     shape = (3, args.size, args.size)
-    for method in METHODS:
-        backbone = backbone_for(args.arch, method).eval()
+    for method in args.methods:
+        backbone = backbone_for(args, method).cpu().eval()
         with tempfile.TemporaryDirectory() as tmp:
             size = backbone.save_adapter(Path(tmp) / 'adapter.safetensors')
         unmerged = gflops(backbone, shape)
@@ -186,7 +232,7 @@ def sizes_and_flops(args):
 
 def switch_time(args):
     """A task switch in merge mode: unmerge one PETAH-2 adapter set, merge another (same cost)."""
-    backbone = backbone_for(args.arch, 'petah2')
+    backbone = backbone_for(args, 'petah2')
     randomise_adapters(backbone)
     backbone.merge_adapters()
 
@@ -194,47 +240,70 @@ def switch_time(args):
         backbone.unmerge_adapters()
         backbone.merge_adapters()
 
-    return median_ms(switch, args.warmup, args.repeats)
+    return median_ms(switch, args.warmup, args.repeats, args.device)
 
 
 def markdown(args, report) -> str:
     inf, train, sizes = report['inference'], report['training'], report['sizes']
-    lines = [f'EfficientFormer-{args.arch.upper()}, {args.size}x{args.size}, batch {args.batch}, '
-             f'{torch.get_num_threads()} CPU threads, median of {args.repeats} runs after {args.warmup} warm-up runs.',
+    device = (f'{torch.get_num_threads()} CPU threads' if args.device == 'cpu' else
+              torch.cuda.get_device_name(args.device))
+    memory = 'peak RSS' if args.device == 'cpu' else 'max allocated'
+    lines = [f'{args.config or f"EfficientFormer-{args.arch.upper()} trunk"}, {args.size}x{args.size}, '
+             f'batch {args.batch}, {device}, median of {args.repeats} runs after {args.warmup} warm-up runs.',
              '', '| inference | latency (ms) | ÷ plain |', '|---|---|---|']
     lines += [f'| {name} | {r["ms"]:.1f} | {r["ratio"]:.3f} |' for name, r in inf.items()]
-    lines += ['', '| method | train step (ms) | ÷ full | peak memory (GB) | ÷ full | trainable params | '
+    lines += ['', f'| method | train step (ms) | ÷ full | peak memory, {memory} (GB) | ÷ full | trainable params | '
               'adapter file (MB) | GFLOPs merged | GFLOPs unmerged |', '|---|---|---|---|---|---|---|---|---|']
     for name, r in train.items():
-        s = sizes[ABLATIONS.get(name, (name, ))[0]]
-        lines.append(f'| {name} | {r["ms"]:.0f} | {r["time_ratio"]:.2f} | {r["peak_gb"]:.2f} | '
-                     f'{r["memory_ratio"]:.2f} | {s["trainable"]:,} | {s["adapter_mb"]:.2f} | '
+        s = sizes[r['method']]
+        lines.append(f'| {name} | {r["ms"]:.0f} | {r.get("time_ratio", float("nan")):.2f} | {r["peak_gb"]:.2f} | '
+                     f'{r.get("memory_ratio", float("nan")):.2f} | {s["trainable"]:,} | {s["adapter_mb"]:.2f} | '
                      f'{s["gflops_merged"]:.2f} | {s["gflops_unmerged"]:.2f} |')
     lines += ['', f'Switching the shared kernels between two PETAH-2 tasks (unmerge + merge): '
               f'{report["switch_ms"]:.1f} ms.']
     return '\n'.join(lines) + '\n'
 
 
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--arch', default='l7', choices=['l1', 'l3', 'l7'])
+    parser.add_argument('--config', help='benchmark model.backbone of this mmdet/mmseg/mmpretrain config')
+    parser.add_argument('--arch', default='l7', choices=['l1', 'l3', 'l7'], help='without --config')
+    parser.add_argument('--methods', nargs='+', default=DEFAULT_METHODS, choices=list(PRESETS),
+                        help='adapter presets to compare (full is the reference of the ratios)')
+    parser.add_argument('--skip-ablations', action='store_true', help='skip the three PETAH-2 ablation rows')
+    parser.add_argument('--amp', action='store_true', help='also measure every row under bf16 autocast')
+    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (or 'cuda:N')")
     parser.add_argument('--size', type=int, default=224)
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
-    parser.add_argument('--method', choices=list(METHODS), help=argparse.SUPPRESS)
-    parser.add_argument('--ablation', choices=['none', 'batchnorm', 'branch', 'fused'], default='none', help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument('--method', choices=list(PRESETS), help=argparse.SUPPRESS)
+    parser.add_argument('--precision', choices=list(PRECISIONS), default='fp32', help=argparse.SUPPRESS)
+    parser.add_argument('--ablation', choices=['none', 'batchnorm', 'branch', 'fused'], default='none',
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if torch.device(args.device).type == 'cuda' and not torch.cuda.is_available():
+        parser.error(f'--device {args.device}: torch sees no CUDA device here (torch {torch.__version__}); '
+                     'run on a GPU machine with a CUDA build of torch, or use --device cpu')
+    if 'petah2' not in args.methods:
+        parser.error('--methods must include petah2: the inference and task-switch rows measure it')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.worker:
         return train_worker(args)
     report = dict(config=vars(args), threads=torch.get_num_threads(), inference=inference(args),
                   training=training(args), sizes=sizes_and_flops(args), switch_ms=switch_time(args))
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / 'benchmark.json').write_text(json.dumps(report, indent=2))
-    (out_dir / 'benchmark.md').write_text(markdown(args, report))
+    with atomic_write(out_dir / 'benchmark.json', 'w') as f:
+        json.dump(report, f, indent=2)
+    with atomic_write(out_dir / 'benchmark.md', 'w') as f:
+        f.write(markdown(args, report))
     print(markdown(args, report))
 
 

@@ -16,9 +16,7 @@ Both deployments are loaded back from their files before they are timed. Latency
 """
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -27,6 +25,7 @@ from petah_mm.models import DenseEfficientFormer, PETAHEfficientFormer
 from petah_mm.sparse import (SCOPES, prunable_weights, prune_, read_checkpoint, read_packed, sparsity_by_kind,
                              weight_kinds, write_checkpoint, write_packed)
 from petah_mm.utils import atomic_write
+from petah_mm.utils.timing import median_ms
 
 TRUNK = dict(out_indices=[3], reshape_last_feat=False)  # the classification trunk, as in PETAH Table 5
 
@@ -66,18 +65,6 @@ def load_deployments(args, directory: Path):
     merged = DenseEfficientFormer(arch=args.arch, **TRUNK)
     merged.load_state_dict(read_checkpoint(directory / 'merged.pth')[0])
     return unmerged.eval(), merged.eval()
-
-
-@torch.inference_mode()
-def median_ms(model, x, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        model(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def markdown(report: dict) -> str:
@@ -137,8 +124,8 @@ def main(argv=None):
         x = torch.randn(batch, 3, args.size, args.size)
         with torch.inference_mode():
             max_abs_diff = max(max_abs_diff, (unmerged(x)[0] - merged(x)[0]).abs().max().item())
-        latency.append(dict(batch=batch, unmerged=median_ms(unmerged, x, args.warmup, args.repeats),
-                            merged=median_ms(merged, x, args.warmup, args.repeats)))
+            latency.append(dict(batch=batch, unmerged=median_ms(lambda: unmerged(x), args.warmup, args.repeats),
+                                merged=median_ms(lambda: merged(x), args.warmup, args.repeats)))
 
     report = dict(config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                   torch_version=torch.__version__, torch_threads=torch.get_num_threads(), sizes_bytes=sizes,

@@ -52,8 +52,7 @@ def main(argv=None):
     zeros, numel = table['total']
     meta = dict(arch=args.arch,
                 pruning=dict(method='magnitude', scope=args.scope, target_sparsity=args.sparsity,
-                              sparsity=zeros / numel,
-                              source=args.src or f'random init, seed {args.seed}'))
+                             sparsity=zeros / numel, source=args.src or f'random init, seed {args.seed}'))
     size = write_checkpoint(args.out, {f'backbone.{k}': v for k, v in backbone.state_dict().items()}, meta)
 
     print(f'EfficientFormer-{args.arch} magnitude-pruned ({args.scope}), target sparsity {args.sparsity:.1%}')

@@ -1,0 +1,143 @@
+"""Self-check of petah_mm on a CUDA machine: mmcv's CUDA ops, the adapted backbone on CUDA against the
+CPU, a 20-iteration ``--amp`` training run of the toy detector, and the benchmark on the GPU.
+
+    python tools/analysis_tools/gpu_check.py [--work-dir work_dirs/gpu_check] [--device cuda:0]
+
+Without a CUDA device it says so and exits with status 0 (nothing to check). Any failed check
+makes it exit with status 1; every check prints PASS or FAIL with the reason.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+DET_TOY = REPO / 'configs/toy/cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py'
+
+
+def check_mmcv_ops(device):
+    """nms and RoIAlign run on CUDA and agree with their CPU versions."""
+    from mmcv.ops import RoIAlign, nms
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(200, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + 10 + torch.rand(200, 2, generator=g) * 40], 1)
+    scores = torch.rand(200, generator=g)
+    _, keep_cpu = nms(boxes, scores, 0.5)
+    _, keep_gpu = nms(boxes.to(device), scores.to(device), 0.5)
+    assert torch.equal(keep_cpu, keep_gpu.cpu()), 'nms keeps different boxes on CUDA and CPU'
+    feats = torch.randn(2, 8, 32, 32, generator=g)
+    rois = torch.cat([torch.tensor([[0.], [1.]]).repeat(4, 1), boxes[:8] / 4], 1)
+    align = RoIAlign((7, 7), spatial_scale=1.0, sampling_ratio=2)
+    torch.testing.assert_close(align(feats.to(device), rois.to(device)).cpu(), align(feats, rois), rtol=1e-4,
+                               atol=1e-4)
+    return f'nms kept {len(keep_gpu)} of 200 boxes as on the CPU; RoIAlign matches the CPU'
+
+
+def adapted_backbone_grads(model, x, dtype=None):
+    model.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_()
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        outputs = model(x)
+    sum(o.float().square().mean() for o in outputs).backward()
+    grads = {n: p.grad.float().cpu() for n, p in model.named_parameters() if p.grad is not None}
+    return [o.float().cpu() for o in outputs], grads
+
+
+def relative_error(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+def check_backbone(device):
+    """PETAH-2 EfficientFormer-L1: outputs and gradients on CUDA (fp32, fp16 and bf16 autocast)
+    against the CPU in fp32."""
+    from petah_mm.models import PETAHEfficientFormer
+    torch.manual_seed(0)
+    model = PETAHEfficientFormer(arch='l1', adapter=dict(method='petah', rank=8, conv_rank=2)).train()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if '.adapter.' in name:
+                p.normal_(0, 0.02)
+    x = torch.randn(2, 3, 128, 96)
+    cpu_out, cpu_grads = adapted_backbone_grads(model, x)
+    model.to(device)
+    lines = []
+    for dtype, tolerance in ((None, 1e-3), (torch.float16, 3e-2), (torch.bfloat16, 5e-2)):
+        out, grads = adapted_backbone_grads(model, x.to(device), dtype)
+        worst = max([relative_error(a, b) for a, b in zip(out, cpu_out)] +
+                    [relative_error(grads[n], cpu_grads[n]) for n in cpu_grads])
+        name = 'fp32' if dtype is None else str(dtype).split('.')[-1]
+        assert worst < tolerance, f'{name}: relative error {worst:.2e} against the CPU exceeds {tolerance}'
+        lines.append(f'{name} worst relative error {worst:.1e} (< {tolerance})')
+    return '; '.join(lines)
+
+
+def run(args, *command):
+    proc = subprocess.run([sys.executable, *map(str, command)], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, f'{command[0]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}'
+    return proc.stdout + proc.stderr
+
+
+def check_amp_training(args):
+    """tools/train.py --amp (fp16, dynamic loss scale) on the toy detector for 20 iterations."""
+    from petah_mm.datasets import make_toy_backbone, make_toy_coco
+    work = Path(args.work_dir)
+    data = make_toy_coco(work / 'toy_coco', num_train=40, num_val=2)['root']
+    backbone = make_toy_backbone(work / 'toy_backbone.pth')
+    config = work / 'toy_det_amp.py'
+    config.write_text('\n'.join([
+        f"_base_ = '{DET_TOY}'",
+        f"model = dict(backbone=dict(init_cfg=dict(checkpoint='{backbone}')))",
+        f"train_dataloader = dict(batch_size=2, dataset=dict(data_root='{data}/'))",
+        f"val_dataloader = dict(dataset=dict(data_root='{data}/'))", 'test_dataloader = val_dataloader',
+        f"val_evaluator = dict(ann_file='{data}/annotations/instances_val2017.json')", 'test_evaluator = val_evaluator',
+        'train_cfg = dict(max_epochs=1, val_interval=2)',
+        'default_hooks = dict(logger=dict(interval=5))',
+    ]) + '\n')
+    log = run(args, 'tools/train.py', config, '--amp', '--work-dir', work / 'train')
+    assert 'Epoch(train) [1][20/20]' in log, f'20 iterations did not run:\n{log[-2000:]}'
+    assert 'AmpOptimWrapper' in (work / 'train' / 'toy_det_amp.py').read_text(), '--amp did not select fp16'
+    return 'toy Cascade Mask R-CNN trained 20 iterations with AmpOptimWrapper (fp16, dynamic loss scale)'
+
+
+def check_benchmark(args):
+    """benchmark.py --device cuda --amp on EfficientFormer-L1 (a short run)."""
+    out = run(args, 'tools/analysis_tools/benchmark.py', '--device', args.device, '--amp', '--arch', 'l1',
+              '--methods', 'full', 'petah2', '--skip-ablations', '--repeats', '3', '--out-dir',
+              Path(args.work_dir) / 'benchmark')
+    return 'benchmark ran; its table:\n' + out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--device', default='cuda')
+    parser.add_argument('--work-dir', default='work_dirs/gpu_check')
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print(f'no CUDA: torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is False), '
+              'so there is nothing to check here. Run this on a GPU machine with a CUDA build of torch and '
+              'mmcv built with CUDA ops (see the README, "GPU users").')
+        return 0
+    Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+    checks = [('mmcv CUDA ops', lambda: check_mmcv_ops(args.device)),
+              ('adapted backbone, CUDA vs CPU', lambda: check_backbone(args.device)),
+              ('tools/train.py --amp, toy detector', lambda: check_amp_training(args)),
+              ('benchmark.py --device cuda', lambda: check_benchmark(args))]
+    failed = 0
+    print(f'torch {torch.__version__}, {torch.cuda.get_device_name(args.device)}')
+    for name, check in checks:
+        try:
+            print(f'PASS {name}: {check()}')
+        except Exception:  # report every check, then fail
+            failed += 1
+            print(f'FAIL {name}:\n{traceback.format_exc()}')
+    print(f'{len(checks) - failed} of {len(checks)} checks passed')
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
