@@ -18,6 +18,7 @@ torch < 2.4 (the README's GPU recipe installs 2.1) has no ``add_safe_globals``: 
 :func:`safe_torch_load` passes torch's own weights-only allow-list plus these globals to a
 restricted unpickler instead, so the same files load and the same payloads are refused.
 """
+import codecs
 import collections
 import pickle
 from types import SimpleNamespace
@@ -56,6 +57,9 @@ def restricted_pickle_module() -> SimpleNamespace:
     """A ``pickle_module`` for ``torch.load`` that resolves only allow-listed globals, named by module and name."""
     from torch import _weights_only_unpickler
     allowed = dict(_weights_only_unpickler._get_allowed_globals())
+    # numpy arrays pickled with protocol 2 (torch.save's default) carry their bytes as _codecs.encode(str,
+    # 'latin1'); torch >= 2.5 allow-lists it too. It only turns a string into bytes.
+    allowed['_codecs.encode'] = codecs.encode
     for obj in mmengine_checkpoint_globals():
         allowed[f'{obj.__module__}.{obj.__qualname__}'] = obj
         if obj.__module__.startswith('numpy._core'):  # written by numpy 1.x
