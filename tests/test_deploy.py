@@ -33,10 +33,11 @@ def workspace(tmp_path_factory):
     return root, make_toy_backbone(root / 'toy_backbone.pth'), image
 
 
-def trained_model(task, backbone_ckpt, seed=0):
-    """A task model on the shared toy backbone, with random values standing in for training."""
-    cfg = Config.fromfile(REPO / TOY_CONFIGS[task])
-    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(backbone_ckpt))
+def trained_model(task, backbone_ckpt, seed=0, cfg=None):
+    """A task model on the shared toy backbone (or ``cfg``'s), with random values standing in for training."""
+    if cfg is None:
+        cfg = Config.fromfile(REPO / TOY_CONFIGS[task])
+        cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(backbone_ckpt))
     model = build_task_model(cfg)
     model.init_weights()
     g = torch.Generator().manual_seed(seed)
@@ -102,6 +103,24 @@ def test_task_package_roundtrip(workspace, task, tmp_path):
     assert_same(predict(loaded, image), predict(model, image))
     with pytest.raises(FileExistsError):
         export_task_package(model, cfg, tmp_path / task)
+
+
+def test_task_package_roundtrip_with_a_wrapped_backbone(workspace, tmp_path):
+    """Packages and multi-task serving know no backbone family: a PETAHBackbone-wrapped ResNet travels too."""
+    _, _, image = workspace
+    cfg = Config.fromfile(REPO / TOY_CONFIGS['cls'])
+    cfg.model.backbone = dict(type='PETAHBackbone', adapter='petah2',
+                              backbone=dict(type='mmpretrain.ResNet', depth=18, out_indices=(3, )))
+    cfg.model.neck = dict(type='GlobalAveragePooling')
+    cfg.model.head.in_channels = 512
+    cfg, model = trained_model('cls', None, cfg=cfg)
+    export_task_package(model, cfg, tmp_path / 'cls')
+    export_shared_backbone(model, tmp_path / 'backbone.safetensors')
+    loaded = load_task_package(tmp_path / 'cls', tmp_path / 'backbone.safetensors')
+    assert type(loaded.backbone).__name__ == 'PETAHResNet'
+    assert_same(predict(loaded, image), predict(model, image))
+    served = MultiTaskModel(tmp_path / 'backbone.safetensors', dict(cls=tmp_path / 'cls'), mode='merge')
+    assert_same(served.predict('cls', image), predict(model, image), exact=False)
 
 
 def test_package_refuses_another_backbone(workspace, tmp_path):
