@@ -44,6 +44,7 @@ from torch import nn
 import petah_mm  # noqa: F401  (registers the backbones)
 from petah_mm.adapters import adapted_layers
 from petah_mm.adapters.presets import PRESETS, preset
+from petah_mm.models import without_pretrained
 from petah_mm.utils import FrozenBatchNorm2d, atomic_write
 from petah_mm.utils.timing import elapsed_ms, median_ms
 
@@ -60,7 +61,7 @@ PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16}
 
 
 def backbone_cfg(args) -> dict:
-    """``model.backbone`` of --config without its ``init_cfg``, or the EfficientFormer trunk."""
+    """``model.backbone`` of --config loading no weights, or the EfficientFormer trunk."""
     if args.config is None:
         return dict(type='PETAHEfficientFormer', arch=args.arch, **TRUNK)
     cfg = Config.fromfile(args.config)
@@ -69,9 +70,7 @@ def backbone_cfg(args) -> dict:
     if backbone is None or 'adapter' not in backbone:
         raise KeyError(f'{args.config} has no model.backbone with an adapter=dict(...) argument; '
                        'benchmark.py switches methods through that argument')
-    backbone = backbone.to_dict()
-    backbone.pop('init_cfg', None)
-    return backbone
+    return without_pretrained(backbone.to_dict())
 
 
 def backbone_for(args, method: str):
