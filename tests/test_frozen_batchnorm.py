@@ -49,3 +49,19 @@ def test_frozen_affine_saves_nothing_for_backward_but_trains_normally_otherwise(
     before = container[0].running_mean.clone()
     container[0](x)
     assert not torch.equal(container[0].running_mean, before)
+
+
+def test_frozen_affine_keeps_the_autocast_dtype_as_batchnorm_does():
+    """A bf16 activation stays bf16: fp32 constants would promote it and double the activation memory
+    of everything after the norm (the bf16 training benchmark found that)."""
+    plain = random_bn().eval().requires_grad_(False)
+    container = nn.Sequential(random_bn().eval().requires_grad_(False))
+    container[0].load_state_dict(plain.state_dict())
+    convert_frozen_batchnorm(container)
+    conv = nn.Conv2d(3, 8, 1)
+    x = torch.randn(2, 3, 9, 11, requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        h = conv(x)
+        expected, out = plain(h), container(h)
+    assert h.dtype == expected.dtype == out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected.float(), rtol=2e-2, atol=2e-2)

@@ -31,7 +31,8 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
         with torch.no_grad():
             scale = self.weight * (self.running_var + self.eps).rsqrt()
             shift = self.bias - self.running_mean * scale
-        return torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
+        # in x's dtype, as F.batch_norm returns: fp32 constants would promote a bf16 activation to fp32
+        return torch.addcmul(shift.to(x.dtype).view(1, -1, 1, 1), x, scale.to(x.dtype).view(1, -1, 1, 1))
 
 
 def convert_frozen_batchnorm(module: nn.Module) -> int:
