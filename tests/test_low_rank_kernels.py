@@ -192,3 +192,28 @@ def test_inference_takes_the_cheaper_form_and_computes_the_same():
             layer.merge()
             torch.testing.assert_close(layer(x), fused, rtol=1e-4, atol=1e-4)
             layer.unmerge()
+
+
+@pytest.mark.parametrize('geometry', CONV_GEOMETRIES)
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_inference_forms_equal_the_merged_layer(geometry, channels_last):
+    """The thin form (B's product added in place, the scaling on the r channels) and the fused
+    kernel (one addmm) both give the merged layer's output, alpha != rank, in either memory layout."""
+    layer = adapted_conv(geometry).eval()
+    x = torch.randn(2, 5, 9, 7)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        thin = layer.low_rank_branch(x, layer.adapter.lora_A, layer.adapter.lora_B, layer.adapter.scaling)
+        fused = layer.adapter.fused_forward(x, layer)
+        layer.merge()
+        merged = layer(x)
+    torch.testing.assert_close(thin, merged, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused, merged, rtol=1e-5, atol=1e-5)
+    fc = adapt_layer('fc', nn.Linear(6, 4).requires_grad_(False), dict(type='lora', rank=3, alpha=1.)).eval()
+    nn.init.normal_(fc.adapter.lora_B)
+    tokens = torch.randn(2, 5, 6)
+    with torch.no_grad():
+        thin = fc.low_rank_branch(tokens, fc.adapter.lora_A, fc.adapter.lora_B, fc.adapter.scaling)
+        fc.merge()
+        torch.testing.assert_close(thin, fc(tokens), rtol=1e-5, atol=1e-5)

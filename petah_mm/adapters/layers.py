@@ -91,7 +91,7 @@ class AdaptedLayerMixin:
         output position (positions·(r·(fan_in + out) + out)). At batch 1 on 7×7 tokens the thin form
         wins; on large feature maps the fused kernel does.
         """
-        out, fan_in = self.weight.shape[0], self.weight[0].numel()
+        out, fan_in = self.adapter.out_features, self.adapter.in_features  # ints: no tensor op per call
         thin = self.output_positions(x) * (rank * (fan_in + out) + out)
         return self.supports_branch and thin < out * fan_in * (rank + 1)
 
@@ -143,7 +143,11 @@ class AdaptedLinear(AdaptedLayerMixin, nn.Linear):
         return low_rank_linear(x, self.weight, self.bias, lora_A, lora_B, scaling)
 
     def low_rank_branch(self, x, lora_A, lora_B, scaling):
-        return F.linear(x, self.weight, self.bias) + F.linear(F.linear(x, lora_A), lora_B * scaling)
+        out = F.linear(x, self.weight, self.bias)
+        hidden = F.linear(x, lora_A)
+        # B's product and the sum in one op, the scaling as its alpha
+        return torch.addmm(out.reshape(-1, out.shape[-1]), hidden.reshape(-1, hidden.shape[-1]), lora_B.t(),
+                           alpha=scaling).reshape(out.shape)
 
     def output_positions(self, x):
         return x.numel() // x.shape[-1]
@@ -192,9 +196,11 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
         rank = lora_A.shape[0]
         if x.dim() == 4 and lora_A.shape[2:] == (1, 1) and self.stride == (1, 1) and self.padding in ((0, 0), 'valid'):
             hidden = batched_left_mul(lora_A.reshape(rank, -1), x.flatten(2))
-            up = batched_left_mul(lora_B.reshape(-1, rank) * scaling, hidden)
-            return out + up.reshape(out.shape)
-        return out + F.conv2d(self._conv_forward(x, lora_A, None), lora_B * scaling)
+            if scaling != 1:
+                hidden = hidden * scaling  # r channels: cheaper to scale than B's full-size output
+            # added in place: nothing else holds this layer's output yet (FLOPs counters still see both products)
+            return out.add_(batched_left_mul(lora_B.reshape(-1, rank), hidden).view(out.shape))
+        return out.add_(F.conv2d(self._conv_forward(x, lora_A, None), lora_B * scaling))
 
     def output_positions(self, x):
         """Input pixels over the stride: the output size up to the borders."""

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .autocast import autocast_dtype, custom_bwd, custom_fwd
-from .factorizations import lora_delta
+from .factorizations import lora_kernel
 
 # aten's convolution backward with the real input: torch.nn.grad's wrappers pass a zero-stride
 # stand-in, which sends oneDNN through a slower path with an extra copy of the gradient.
@@ -37,7 +37,7 @@ def batched_left_mul(matrix, batch):
 
 def effective_kernel(weight, lora_A, lora_B, scaling, dtype):
     """W + ΔW in the compute dtype (ΔW from the fp32 factors)."""
-    return (weight + lora_delta(lora_A, lora_B, scaling, weight.shape)).to(dtype)
+    return lora_kernel(weight, lora_A, lora_B, scaling).to(dtype)
 
 
 def start(ctx, x, weight, lora_A, lora_B, scaling):
