@@ -126,7 +126,8 @@ def test_prune_tool_reads_any_layout_and_writes_a_loadable_checkpoint(tmp_path, 
     out = tmp_path / 'pruned.pth'
     tool(PRUNE)([L1_CONFIG, str(out), '--checkpoint', str(tmp_path / 'timm.pth')])
     printed = capsys.readouterr().out
-    assert f'\nPETAHEfficientFormer(l1) from {tmp_path / "timm.pth"}, magnitude-pruned (layer)' in printed
+    title = f'PETAHEfficientFormer(l1) from {tmp_path / "timm.pth"}, magnitude-pruned (layer)'
+    assert re.search(f'^{re.escape(title)}', printed, re.M), printed
     for kind in ('3x3 convs', '1x1 convs', 'attention linears', 'MLP linears', 'total'):
         assert re.search(rf'^{kind}\s+[\d,]+\s+[\d,]+\s+90\.00%$', printed, re.M), printed
     raw = torch.load(out, weights_only=True)
