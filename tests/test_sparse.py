@@ -281,6 +281,15 @@ def test_prune_tool_on_other_families(family, tmp_path, capsys):
     assert all(not torch.equal(after[name], w) for name, w in before.items())
 
 
+def test_prune_tool_takes_a_plain_backbone_too(tmp_path):
+    """A config without PETAH: the file is the plain backbone's, pruned, and loads back into it."""
+    (tmp_path / 'plain.py').write_text(f"default_scope = 'mmdet'\nmodel = {dict(backbone=RESNET)!r}\n")
+    tool(PRUNE)([str(tmp_path / 'plain.py'), str(tmp_path / 'sparse.pth'), '--random-init'])
+    plain = upstream(RESNET)
+    load_checkpoint(plain, str(tmp_path / 'sparse.pth'), strict=True)
+    assert all((w == 0).float().mean().item() == pytest.approx(0.9, abs=2e-3) for w in prunable_weights(plain).values())
+
+
 def test_prune_tool_errors_name_what_to_fix(tmp_path, capsys):
     main = tool(PRUNE)
     out = tmp_path / 'out.pth'
