@@ -12,14 +12,15 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.model import BaseModel
-from mmengine.runner import Runner
+from mmengine.registry import MODELS, DefaultScope
+from mmengine.runner import Runner, load_checkpoint
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from petah_mm.adapters import adapted_layers
-from petah_mm.models import DenseEfficientFormer, PETAHEfficientFormer
+from petah_mm.models import DenseEfficientFormer, PETAHEfficientFormer, build_backbone_from_config
 from petah_mm.sparse import (PreserveSparsityHook, SparseFileError, magnitude_masks, prunable_weights, prune_,
                              read_checkpoint, read_packed, sparsity_by_kind, weight_kinds, write_checkpoint,
                              write_packed)
@@ -28,6 +29,9 @@ from petah_mm.utils.tensor_file import FORMAT_VERSION, tensor_digest
 
 REPO = Path(__file__).resolve().parents[1]
 TRUNK = dict(arch='l1', out_indices=[3], reshape_last_feat=False)
+#: a config whose backbone is the EfficientFormer-L1 classification trunk (TRUNK)
+L1_CONFIG = str(REPO / 'configs' / 'toy' / 'ef-l1-petah2_toy-cls.py')
+PRUNE = 'tools/model_converters/prune_backbone.py'
 
 
 def tool(path):
@@ -38,7 +42,7 @@ def tool(path):
 def sparse_l1(tmp_path_factory):
     """A 90%-sparse random EfficientFormer-L1 written by the pruning tool."""
     path = tmp_path_factory.mktemp('sparse') / 'ef-l1-sparse90.pth'
-    tool('tools/model_converters/prune_efficientformer.py')(['--random-init', '--arch', 'l1', str(path)])
+    tool(PRUNE)([L1_CONFIG, str(path), '--random-init'])
     return path
 
 
@@ -120,13 +124,16 @@ def test_prune_tool_reads_any_layout_and_writes_a_loadable_checkpoint(tmp_path, 
     source = timm.create_model('efficientformer_l1', pretrained=False)
     torch.save(source.state_dict(), tmp_path / 'timm.pth')
     out = tmp_path / 'pruned.pth'
-    tool('tools/model_converters/prune_efficientformer.py')([str(tmp_path / 'timm.pth'), str(out), '--arch', 'l1'])
+    tool(PRUNE)([L1_CONFIG, str(out), '--checkpoint', str(tmp_path / 'timm.pth')])
     printed = capsys.readouterr().out
+    title = f'PETAHEfficientFormer(l1) from {tmp_path / "timm.pth"}, magnitude-pruned (layer)'
+    assert re.search(f'^{re.escape(title)}', printed, re.M), printed
     for kind in ('3x3 convs', '1x1 convs', 'attention linears', 'MLP linears', 'total'):
         assert re.search(rf'^{kind}\s+[\d,]+\s+[\d,]+\s+90\.00%$', printed, re.M), printed
     raw = torch.load(out, weights_only=True)
     assert all(k.startswith('backbone.') for k in raw['state_dict'])
     assert raw['meta']['pruning']['scope'] == 'layer' and raw['meta']['pruning']['sparsity'] == pytest.approx(0.9)
+    assert raw['meta']['config'] == L1_CONFIG and raw['meta']['pruning']['source'] == str(tmp_path / 'timm.pth')
 
     dense = DenseEfficientFormer(**TRUNK, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'timm.pth')))
     dense.init_weights()
@@ -139,33 +146,25 @@ def test_prune_tool_reads_any_layout_and_writes_a_loadable_checkpoint(tmp_path, 
         assert reference.abs()[kept].min() >= reference.abs()[~kept].max()  # the largest magnitudes survive
 
 
-def test_prune_tool_wants_exactly_one_source(tmp_path):
-    main = tool('tools/model_converters/prune_efficientformer.py')
-    for argv in (['--arch', 'l1', str(tmp_path / 'out.pth')],
-                 ['src.pth', str(tmp_path / 'out.pth'), '--arch', 'l1', '--random-init']):
-        with pytest.raises(SystemExit, match='2'):
-            main(argv)
-    assert not (tmp_path / 'out.pth').exists()
-
-
 # ------------------------------------------------------------------------ mask-preserving fine-tuning
 
 
 class TinyClassifier(BaseModel):
+    """A linear head on the mean of the last output, (B, C, N) or (B, C, H, W), of ``channels``."""
 
-    def __init__(self, backbone):
+    def __init__(self, backbone, channels=None):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.embed_dims[-1], 3)
+        self.head = nn.Linear(channels or backbone.embed_dims[-1], 3)
 
     def forward(self, inputs, labels=None, mode='tensor'):
-        logits = self.head(self.backbone(inputs)[-1].mean(-1))
+        logits = self.head(self.backbone(inputs)[-1].flatten(2).mean(-1))
         return dict(loss=F.cross_entropy(logits, labels)) if mode == 'loss' else logits
 
 
-def train(tmp_path, backbone, hooks, iters=3):
+def train(tmp_path, backbone, hooks, iters=3, channels=None):
     data = [dict(inputs=torch.randn(3, 64, 64), labels=torch.tensor(i % 3)) for i in range(2 * iters)]
-    runner = Runner(model=TinyClassifier(backbone), work_dir=str(tmp_path),
+    runner = Runner(model=TinyClassifier(backbone, channels), work_dir=str(tmp_path),
                     train_dataloader=dict(dataset=data, batch_size=2, sampler=dict(type='DefaultSampler'),
                                           collate_fn=dict(type='default_collate')),
                     optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)),
@@ -221,6 +220,105 @@ def test_hook_refuses_what_it_cannot_preserve(sparse_l1, build_ef):
         start(sparse_backbone(sparse_l1, 'petah'))
     with pytest.raises(AttributeError, match="module='neck'"):
         start(sparse_backbone(sparse_l1, 'full'), module='neck')
+
+
+# --------------------------------------------------------------------- the pruning tool, any backbone
+
+RESNET = dict(type='mmdet.ResNet', depth=50, base_channels=16, zero_init_residual=False)
+SWIN = dict(type='mmdet.SwinTransformer', embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=4,
+            convert_weights=False)
+#: family -> (inner backbone, key prefix of the checkpoints its Pretrained init loads, channels of its last output)
+FAMILIES = {'resnet50': (RESNET, '', 512), 'swin': (SWIN, 'backbone.', 256)}
+
+
+def task_config(tmp_path, inner, checkpoint=None, name='config.py'):
+    """A detection config whose backbone is PETAH-2 on ``inner``, pretrained from ``checkpoint``."""
+    init_cfg = checkpoint and dict(type='Pretrained', checkpoint=str(checkpoint))
+    backbone = dict(type='PETAHBackbone', adapter=dict(method='petah', rank=8, conv_rank=2),
+                    backbone=dict(inner, init_cfg=init_cfg))
+    (tmp_path / name).write_text(f"default_scope = 'mmdet'\nmodel = {dict(backbone=backbone)!r}\n")
+    return str(tmp_path / name)
+
+
+def upstream(inner, seed=1):
+    """The plain inner backbone, as its library builds it."""
+    torch.manual_seed(seed)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(inner)
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_prune_tool_on_other_families(family, tmp_path, capsys):
+    """The config's own pretrained weights, pruned per layer, written in the layout its init_cfg loads, which
+    also loads into the plain backbone; fine-tuning from it keeps the mask."""
+    inner, prefix, channels = FAMILIES[family]
+    dense = upstream(inner).state_dict()
+    torch.save(dict(state_dict={prefix + k: v for k, v in dense.items()}), tmp_path / 'upstream.pth')
+    config = task_config(tmp_path, inner, tmp_path / 'upstream.pth')
+    out = tmp_path / 'sparse.pth'
+    tool(PRUNE)([config, str(out)])
+    printed = capsys.readouterr().out
+    assert re.search(r'^total\s+[\d,]+\s+[\d,]+\s+90\.00%$', printed, re.M), printed
+    raw = torch.load(out, weights_only=True)
+    assert sorted(raw['state_dict']) == sorted(prefix + k for k in dense)  # no adapter tensors
+    assert raw['meta']['pruning']['source'] == str(tmp_path / 'upstream.pth') and raw['meta']['config'] == config
+    pruned = {k[len(prefix):]: v for k, v in raw['state_dict'].items()}
+    for name in prunable_weights(upstream(inner)):
+        kept = pruned[name] != 0
+        assert kept.float().mean().item() == pytest.approx(0.1, abs=2e-3), name
+        assert torch.equal(pruned[name][kept], dense[name][kept])
+
+    plain = upstream(inner, seed=2)
+    load_checkpoint(plain, str(out), strict=True, revise_keys=[(r'^backbone\.', '')])
+    assert all(torch.equal(plain.state_dict()[k], v) for k, v in pruned.items())
+    sparse = build_backbone_from_config(config, 'full', checkpoint=str(out))
+    sparse.init_weights()  # the config's own init, with checkpoint=OUT
+    before = {name: w.detach().clone() for name, w in prunable_weights(sparse).items()}
+    assert all(torch.equal(w, pruned[name]) for name, w in before.items())
+    train(tmp_path, sparse, [dict(type='PreserveSparsityHook')], channels=channels)
+    after = prunable_weights(sparse)
+    assert all(torch.equal(after[name] == 0, w == 0) for name, w in before.items())
+    assert all(not torch.equal(after[name], w) for name, w in before.items())
+
+
+def test_prune_tool_takes_a_plain_backbone_too(tmp_path):
+    """A config without PETAH: the file is the plain backbone's, pruned, and loads back into it."""
+    (tmp_path / 'plain.py').write_text(f"default_scope = 'mmdet'\nmodel = {dict(backbone=RESNET)!r}\n")
+    tool(PRUNE)([str(tmp_path / 'plain.py'), str(tmp_path / 'sparse.pth'), '--random-init'])
+    plain = upstream(RESNET)
+    load_checkpoint(plain, str(tmp_path / 'sparse.pth'), strict=True)
+    assert all((w == 0).float().mean().item() == pytest.approx(0.9, abs=2e-3) for w in prunable_weights(plain).values())
+
+
+def test_prune_tool_errors_name_what_to_fix(tmp_path, capsys):
+    main = tool(PRUNE)
+    out = tmp_path / 'out.pth'
+    (tmp_path / 'no_backbone.py').write_text("model = dict(type='ImageClassifier')\n")
+    no_weights = task_config(tmp_path, RESNET)
+    usage_errors = {
+        (str(tmp_path / 'no_backbone.py'), '--random-init'): f'{tmp_path / "no_backbone.py"} has no model.backbone',
+        (no_weights, '--checkpoint', 'src.pth', '--random-init'): 'argument --random-init: not allowed with '
+        'argument --checkpoint',
+        (no_weights, ): f"model.backbone of {no_weights} loads no checkpoint (no init_cfg=dict(type='Pretrained', "
+        'checkpoint=...)); pass --checkpoint SRC to prune SRC, or --random-init',
+    }
+    for (config, *options), message in usage_errors.items():
+        with pytest.raises(SystemExit, match='2'):
+            main([config, str(out), *options])
+        assert message in capsys.readouterr().err
+
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in upstream(RESNET).state_dict().items()}),
+               tmp_path / 'detector.pth')  # mmengine loads bare ResNet keys unless init_cfg has a prefix
+    with pytest.raises(ValueError, match=re.escape(f'{tmp_path / "detector.pth"} did not provide 53 conv/linear '
+                                                   'weights of PETAHResNet(mmdet.ResNet(depth=50))')):
+        main([no_weights, str(out), '--checkpoint', str(tmp_path / 'detector.pth')])
+    converting = task_config(tmp_path, dict(SWIN, convert_weights=True), name='swin.py')
+    with pytest.raises(ValueError, match=r'does not load back .* in any layout .*convert_weights=True'):
+        main([converting, str(out), '--random-init'])
+    assert not out.exists()
+    out.touch()
+    with pytest.raises(FileExistsError, match='pass --force'):
+        main([no_weights, str(out), '--random-init'])
 
 
 # ------------------------------------------------------------------------------- Sparse-PETAH

@@ -1,8 +1,8 @@
 from .backbones import (DenseEfficientFormer, PETAHEfficientFormer, build_backbone_from_config, build_petah_backbone,
-                        without_pretrained)
+                        pretrained_checkpoint, with_pretrained, without_pretrained)
 from .heads import DropoutLinearClsHead
 
 __all__ = [
     'DenseEfficientFormer', 'DropoutLinearClsHead', 'PETAHEfficientFormer', 'build_backbone_from_config',
-    'build_petah_backbone', 'without_pretrained'
+    'build_petah_backbone', 'pretrained_checkpoint', 'with_pretrained', 'without_pretrained'
 ]

@@ -52,7 +52,7 @@ class PreserveSparsityHook(Hook):
         if not pruned:
             raise ValueError(f'PreserveSparsityHook: the {total:,} trainable conv/linear weights of {where} have '
                              'no zero, so the loaded backbone is dense; load a pruned checkpoint '
-                             '(tools/model_converters/prune_efficientformer.py) or remove the hook')
+                             '(tools/model_converters/prune_backbone.py) or remove the hook')
         self._handles = [w.register_hook(lambda grad, mask=mask: grad.masked_fill(mask, 0.))
                          for w, mask in self._pruned]
         print_log(f'PreserveSparsityHook: {total - pruned:,} of {total:,} trainable conv/linear weights of {where} '

@@ -13,6 +13,7 @@ merged checkpoint loads into the plain inner backbone without petah_mm.
 import inspect
 from typing import Dict, Optional, Type, Union
 
+from mmengine.config import ConfigDict
 from mmengine.registry import MODELS, DefaultScope
 from torch import nn
 
@@ -84,24 +85,55 @@ def build_petah_backbone(backbone: dict, adapter: Union[dict, str] = 'petah2', t
                                **inner)
 
 
+def pretrained_checkpoint(backbone_cfg: dict) -> Optional[str]:
+    """The checkpoint that a backbone config's ``init_cfg=dict(type='Pretrained')`` loads (the inner
+    backbone's, for a PETAHBackbone), or None."""
+    init_cfg = _weights_owner(backbone_cfg).get('init_cfg')
+    return init_cfg.get('checkpoint') if _is_pretrained(init_cfg) else None
+
+
+def with_pretrained(backbone_cfg: dict, checkpoint: Optional[str]) -> dict:
+    """A backbone config whose only weights are ``checkpoint``, loaded by its Pretrained ``init_cfg`` (the
+    inner backbone's, for a PETAHBackbone; other keys of the config's one, such as ``prefix``, stay), or
+    no weights at all for None; never a ``pretrained`` download of a wrapped backbone (timm's
+    ``pretrained=True``)."""
+    wrapped = backbone_cfg.get('type') == 'PETAHBackbone'
+    owner = dict(_weights_owner(backbone_cfg))
+    if checkpoint is not None:
+        init_cfg = owner.get('init_cfg')
+        # a ConfigDict, as from a config file: mmdet's SwinTransformer reads init_cfg.checkpoint
+        owner['init_cfg'] = ConfigDict(init_cfg if _is_pretrained(init_cfg) else dict(type='Pretrained'),
+                                       checkpoint=checkpoint)
+    else:
+        owner['init_cfg'] = None
+    if wrapped and 'pretrained' in owner:
+        owner['pretrained'] = False if isinstance(owner['pretrained'], bool) else None
+    return dict(backbone_cfg, init_cfg=None, backbone=owner) if wrapped else owner
+
+
 def without_pretrained(backbone_cfg: dict) -> dict:
     """A backbone config that loads no weights: no ``init_cfg``, and no ``pretrained`` download of a
     wrapped backbone (timm's ``pretrained=True``)."""
-    backbone = dict(backbone_cfg, init_cfg=None)
-    if backbone.get('type') == 'PETAHBackbone':
-        inner = dict(backbone['backbone'], init_cfg=None)
-        if 'pretrained' in inner:
-            inner['pretrained'] = False if isinstance(inner['pretrained'], bool) else None
-        backbone['backbone'] = inner
-    return backbone
+    return with_pretrained(backbone_cfg, None)
 
 
-def build_backbone_from_config(cfg, preset_name: Optional[str] = None, **adapter_overrides) -> nn.Module:
+def _weights_owner(backbone_cfg: dict) -> dict:
+    """The config whose ``init_cfg`` loads the weights: the inner backbone of a PETAHBackbone."""
+    return backbone_cfg['backbone'] if backbone_cfg.get('type') == 'PETAHBackbone' else backbone_cfg
+
+
+def _is_pretrained(init_cfg) -> bool:
+    return isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'
+
+
+def build_backbone_from_config(cfg, preset_name: Optional[str] = None, checkpoint: Optional[str] = None,
+                               **adapter_overrides) -> nn.Module:
     """The adapted backbone of a model config (a path or a Config), built in its default scope without
-    pretrained weights; ``preset_name`` (e.g. ``'petah2'``) or ``adapter_overrides`` switch its method."""
+    pretrained weights, or with ``checkpoint`` as the weights its ``init_weights()`` loads;
+    ``preset_name`` (e.g. ``'petah2'``) or ``adapter_overrides`` switch its method."""
     from mmengine.config import Config
     cfg = cfg if isinstance(cfg, Config) else Config.fromfile(cfg)
-    backbone = without_pretrained(cfg.model.backbone)
+    backbone = with_pretrained(cfg.model.backbone, checkpoint)
     if preset_name is not None or adapter_overrides:
         adapter = backbone.get('adapter', {})
         adapter = dict(preset(adapter) if isinstance(adapter, str) else adapter)
