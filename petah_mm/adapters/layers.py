@@ -22,6 +22,16 @@ from .low_rank_kernels import batched_left_mul, low_rank_conv2d, low_rank_linear
 MERGED_KEY = 'adapter.merged'
 
 
+def add_scaled_product_(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor, scaling: float) -> torch.Tensor:
+    """``out += scaling · left @ right`` as one in-place op (``addmm_`` / ``baddbmm_``): one pass over
+    ``out``, no temporary of its size. ``out`` must be a fresh result that nothing else holds. While
+    tracing it is ``out + scaling · left @ right``, the ops that FLOPs counters count."""
+    left, right = left.to(out.dtype), right.to(out.dtype)  # in-place ops are not autocast's
+    if torch.jit.is_tracing():
+        return out + (left @ right) * scaling
+    return (out.addmm_ if out.dim() == 2 else out.baddbmm_)(left, right, alpha=scaling)
+
+
 class AdaptedLayerMixin:
     """Merge / unmerge shared by the adapted Linear and Conv2d.
 
@@ -145,9 +155,8 @@ class AdaptedLinear(AdaptedLayerMixin, nn.Linear):
     def low_rank_branch(self, x, lora_A, lora_B, scaling):
         out = F.linear(x, self.weight, self.bias)
         hidden = F.linear(x, lora_A)
-        # B's product and the sum in one op, the scaling as its alpha
-        return torch.addmm(out.reshape(-1, out.shape[-1]), hidden.reshape(-1, hidden.shape[-1]), lora_B.t(),
-                           alpha=scaling).reshape(out.shape)
+        return add_scaled_product_(out.view(-1, out.shape[-1]), hidden.view(-1, hidden.shape[-1]), lora_B.t(),
+                                   scaling).view(out.shape)
 
     def output_positions(self, x):
         return x.numel() // x.shape[-1]
@@ -193,14 +202,15 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
     def low_rank_branch(self, x, lora_A, lora_B, scaling):
         """A pointwise conv's thin layers run as matrix products: r-channel convolutions are slow on CPU."""
         out = self._conv_forward(x, self.weight, self.bias)
+        if x.dim() != 4:  # an unbatched input
+            return out + F.conv2d(self._conv_forward(x, lora_A, None), lora_B * scaling)
         rank = lora_A.shape[0]
-        if x.dim() == 4 and lora_A.shape[2:] == (1, 1) and self.stride == (1, 1) and self.padding in ((0, 0), 'valid'):
+        if lora_A.shape[2:] == (1, 1) and self.stride == (1, 1) and self.padding in ((0, 0), 'valid'):
             hidden = batched_left_mul(lora_A.reshape(rank, -1), x.flatten(2))
-            if scaling != 1:
-                hidden = hidden * scaling  # r channels: cheaper to scale than B's full-size output
-            # added in place: nothing else holds this layer's output yet (FLOPs counters still see both products)
-            return out.add_(batched_left_mul(lora_B.reshape(-1, rank), hidden).view(out.shape))
-        return out.add_(F.conv2d(self._conv_forward(x, lora_A, None), lora_B * scaling))
+        else:
+            hidden = self._conv_forward(x, lora_A, None).flatten(2)
+        up = lora_B.reshape(1, -1, rank).expand(x.shape[0], -1, -1)
+        return add_scaled_product_(out.flatten(2), up, hidden, scaling).view(out.shape)
 
     def output_positions(self, x):
         """Input pixels over the stride: the output size up to the borders."""

@@ -1,13 +1,14 @@
 """Measure what PETAH costs: inference latency, training step time, peak memory, sizes and FLOPs.
 
     python tools/analysis_tools/benchmark.py --arch l7 --size 224 --batch 8 --out-dir work_dirs/benchmark
-    python tools/analysis_tools/benchmark.py --amp                     # adds bf16 rows
+    python tools/analysis_tools/benchmark.py --amp --inference-batches 1 8   # adds bf16 rows; inference at 1 and 8
     python tools/analysis_tools/benchmark.py --config CONFIG          # that config's model.backbone
     python tools/analysis_tools/benchmark.py --device cuda --amp
 
 One run measures, side by side (warm-up, then repeated runs, medians):
 
-* inference latency of the plain backbone, merged PETAH-n and unmerged PETAH-n, as ratios to plain;
+* inference latency of the plain backbone, merged PETAH-n and unmerged PETAH-n, as ratios to plain
+  (and unmerged to merged), at each batch of ``--inference-batches``;
 * a full training step (forward, backward, AdamW step; backbone + linear head) and the peak
   memory for each method, as ratios to full fine-tuning. On the CPU the peak is the process's
   peak RSS (every method runs in a fresh process); on CUDA it is ``torch.cuda.max_memory_allocated``
@@ -26,6 +27,7 @@ downloaded, and time and memory do not depend on the values). It writes ``benchm
 ``benchmark.json`` to --out-dir.
 """
 import argparse
+import itertools
 import json
 import resource
 import statistics
@@ -111,9 +113,8 @@ def row_name(name, precision):
 
 
 def inference(args):
-    """Latency of plain, merged and unmerged backbones, interleaved in rotating order so that drift
-    and cache effects hit all alike."""
-    x = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
+    """Latency of plain, merged and unmerged backbones at each of --inference-batches, interleaved in
+    rotating order so that drift and cache effects hit all alike."""
     models = {'plain': backbone_for(args, 'frozen').eval()}
     for n in (1, 2):
         unmerged = backbone_for(args, f'petah{n}').eval()
@@ -123,7 +124,8 @@ def inference(args):
         merged.merge_adapters()
         models[f'petah{n} merged'], models[f'petah{n} unmerged'] = merged, unmerged
     results = {}
-    for precision in precisions(args):
+    for batch, precision in itertools.product(args.inference_batches, precisions(args)):
+        x = torch.randn(batch, 3, args.size, args.size, device=args.device)
         times = {name: [] for name in models}
         names = list(models)
         with torch.no_grad(), autocast(args, precision):
@@ -134,8 +136,11 @@ def inference(args):
                 for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # rotate the order
                     times[name].append(elapsed_ms(lambda: models[name](x), args.device))
         medians = {name: statistics.median(t) for name, t in times.items()}
-        plain = medians['plain']
-        results.update({row_name(name, precision): dict(ms=ms, ratio=ms / plain) for name, ms in medians.items()})
+        for name, ms in medians.items():
+            row = dict(batch=batch, ms=ms, ratio=ms / medians['plain'])
+            if name.endswith(' unmerged'):
+                row['ratio_to_merged'] = ms / medians[name.replace(' unmerged', ' merged')]
+            results[row_name(f'{name}, batch {batch}', precision)] = row
     return results
 
 
@@ -249,8 +254,9 @@ def markdown(args, report) -> str:
     memory = 'peak RSS' if args.device == 'cpu' else 'max allocated'
     lines = [f'{args.config or f"EfficientFormer-{args.arch.upper()} trunk"}, {args.size}x{args.size}, '
              f'batch {args.batch}, {device}, median of {args.repeats} runs after {args.warmup} warm-up runs.',
-             '', '| inference | latency (ms) | ÷ plain |', '|---|---|---|']
-    lines += [f'| {name} | {r["ms"]:.1f} | {r["ratio"]:.3f} |' for name, r in inf.items()]
+             '', '| inference | latency (ms) | ÷ plain | ÷ merged |', '|---|---|---|---|']
+    lines += [f'| {name} | {r["ms"]:.1f} | {r["ratio"]:.3f} | {r.get("ratio_to_merged", float("nan")):.3f} |'
+              for name, r in inf.items()]
     lines += ['', f'| method | train step (ms) | ÷ full | peak memory, {memory} (GB) | ÷ full | trainable params | '
               'adapter file (MB) | GFLOPs merged | GFLOPs unmerged |', '|---|---|---|---|---|---|---|---|---|']
     for name, r in train.items():
@@ -273,7 +279,9 @@ def parse_args(argv=None):
     parser.add_argument('--amp', action='store_true', help='also measure every row under bf16 autocast')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (or 'cuda:N')")
     parser.add_argument('--size', type=int, default=224)
-    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--batch', type=int, default=8, help='batch of the training step')
+    parser.add_argument('--inference-batches', type=int, nargs='+', help='batches of the inference rows '
+                        '(default: --batch)')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
@@ -286,6 +294,7 @@ def parse_args(argv=None):
     if torch.device(args.device).type == 'cuda' and not torch.cuda.is_available():
         parser.error(f'--device {args.device}: torch sees no CUDA device here (torch {torch.__version__}); '
                      'run on a GPU machine with a CUDA build of torch, or use --device cpu')
+    args.inference_batches = args.inference_batches or [args.batch]
     if 'petah2' not in args.methods:
         parser.error('--methods must include petah2: the inference and task-switch rows measure it')
     return args

@@ -1,0 +1,56 @@
+"""tools/analysis_tools/benchmark.py: every row measured, ratios consistent, for the EfficientFormer
+trunk and for the backbone of a config (a tiny size: this checks the tool, not the numbers)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TOOL = REPO / 'tools' / 'analysis_tools' / 'benchmark.py'
+
+
+def benchmark(tmp_path, *args):
+    cmd = [sys.executable, str(TOOL), '--size', '64', '--batch', '2', '--warmup', '0', '--repeats', '1',
+           '--methods', 'full', 'petah2', '--skip-ablations', '--out-dir', str(tmp_path), *args]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((tmp_path / 'benchmark.json').read_text()), (tmp_path / 'benchmark.md').read_text()
+
+
+def check_inference_rows(report, batches, precisions):
+    rows = report['inference']
+    suffix = {'fp32': '', 'bf16': ' (bf16)'}
+    for batch in batches:
+        for precision in precisions:
+            name = f'{{}}, batch {batch}{suffix[precision]}'
+            assert rows[name.format('plain')]['ratio'] == 1.0
+            for n in (1, 2):
+                merged, unmerged = rows[name.format(f'petah{n} merged')], rows[name.format(f'petah{n} unmerged')]
+                assert merged['batch'] == unmerged['batch'] == batch
+                assert unmerged['ratio_to_merged'] == pytest.approx(unmerged['ms'] / merged['ms'])
+    assert len(rows) == 5 * len(batches) * len(precisions)
+
+
+@pytest.mark.slow
+def test_trunk_with_bf16_rows_and_two_inference_batches(tmp_path):
+    report, table = benchmark(tmp_path, '--arch', 'l1', '--amp', '--inference-batches', '1', '2')
+    check_inference_rows(report, [1, 2], ['fp32', 'bf16'])
+    training = report['training']
+    assert set(training) == {'full', 'petah2', 'full (bf16)', 'petah2 (bf16)'}
+    assert training['full']['time_ratio'] == training['full (bf16)']['memory_ratio'] == 1.0
+    assert 0 < training['petah2 (bf16)']['time_ratio'] and 0 < training['petah2 (bf16)']['memory_ratio']
+    sizes = report['sizes']
+    assert sizes['petah2']['trainable'] < sizes['full']['trainable']
+    assert sizes['petah2']['gflops_merged'] < sizes['petah2']['gflops_unmerged']
+    assert '| petah2 unmerged, batch 1 (bf16) |' in table and report['switch_ms'] > 0
+
+
+def test_config_backbone_loads_no_weights(tmp_path):
+    """--config benchmarks that config's model.backbone without its pretrained weights: FastViT's timm
+    ``pretrained=True`` would try a download at build time, which this machine cannot do."""
+    config = REPO / 'configs/cascade_rcnn/cascade-mask-rcnn_fastvit-sa12-petah2_fpn_1x_coco.py'
+    report, _ = benchmark(tmp_path, '--config', str(config))
+    check_inference_rows(report, [2], ['fp32'])
+    assert report['sizes']['petah2']['adapter_mb'] > 0
