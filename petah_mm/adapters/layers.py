@@ -23,13 +23,14 @@ MERGED_KEY = 'adapter.merged'
 
 
 def add_scaled_product_(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor, scaling: float) -> torch.Tensor:
-    """``out += scaling · left @ right`` as one in-place op (``addmm_`` / ``baddbmm_``): one pass over
-    ``out``, no temporary of its size. ``out`` must be a fresh result that nothing else holds. While
-    tracing it is ``out + scaling · left @ right``, the ops that FLOPs counters count."""
+    """``out += scaling · left @ right`` for batches of matrices, as one in-place ``baddbmm_``: one pass
+    over ``out``, no temporary of its size (``addmm_`` copies its output once more). ``out`` must be a
+    fresh result that nothing else holds. While tracing it is ``out + scaling · left @ right``, the ops
+    that FLOPs counters count."""
     left, right = left.to(out.dtype), right.to(out.dtype)  # in-place ops are not autocast's
     if torch.jit.is_tracing():
         return out + (left @ right) * scaling
-    return (out.addmm_ if out.dim() == 2 else out.baddbmm_)(left, right, alpha=scaling)
+    return out.baddbmm_(left, right, alpha=scaling)
 
 
 class AdaptedLayerMixin:
@@ -155,8 +156,8 @@ class AdaptedLinear(AdaptedLayerMixin, nn.Linear):
     def low_rank_branch(self, x, lora_A, lora_B, scaling):
         out = F.linear(x, self.weight, self.bias)
         hidden = F.linear(x, lora_A)
-        return add_scaled_product_(out.view(-1, out.shape[-1]), hidden.view(-1, hidden.shape[-1]), lora_B.t(),
-                                   scaling).view(out.shape)
+        return add_scaled_product_(out.view(1, -1, out.shape[-1]), hidden.view(1, -1, hidden.shape[-1]),
+                                   lora_B.t().unsqueeze(0), scaling).view(out.shape)
 
     def output_positions(self, x):
         return x.numel() // x.shape[-1]
