@@ -54,3 +54,20 @@ def test_config_backbone_loads_no_weights(tmp_path):
     report, _ = benchmark(tmp_path, '--config', str(config))
     check_inference_rows(report, [2], ['fp32'])
     assert report['sizes']['petah2']['adapter_mb'] > 0
+
+
+def test_training_peak_is_the_workers_own(tmp_path):
+    """A worker started by a parent holding 2 GB reports its own peak: ``ru_maxrss`` would report the
+    parent's, kept across fork and exec (this inflated PETAH-2's peak behind the benchmark's inference models)."""
+    parent = f'''
+import json, subprocess, sys, torch
+ballast = torch.ones(2**29)  # 2 GiB, touched
+cmd = [sys.executable, {str(TOOL)!r}, '--worker', '--method', 'petah2', '--arch', 'l1', '--size', '64', '--batch', '2',
+       '--warmup', '0', '--repeats', '1']
+out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+print(json.loads(out.strip().splitlines()[-1])['peak_gb'], ballast.sum().item())
+'''
+    proc = subprocess.run([sys.executable, '-c', parent], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    peak_gb, ballast = map(float, proc.stdout.split())
+    assert ballast == 2**29 and 0.1 < peak_gb < 1.5, peak_gb

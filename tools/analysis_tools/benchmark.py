@@ -157,9 +157,16 @@ def undo(backbone, ablation):
 
 
 def peak_memory_gb(device) -> float:
+    """CUDA's max allocated, or this process's peak RSS: /proc's VmHWM on Linux, because ``ru_maxrss``
+    keeps across exec the peak of the forked parent (the benchmark, holding the inference models)."""
     if torch.device(device).type == 'cuda':
         return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    status = Path('/proc/self/status')
+    if status.exists():
+        return next(int(line.split()[1]) for line in status.read_text().splitlines()
+                    if line.startswith('VmHWM:')) / 2**20  # KiB
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, bytes on macOS
+    return peak / (2**30 if sys.platform == 'darwin' else 2**20)
 
 
 def train_worker(args):
@@ -255,8 +262,8 @@ def markdown(args, report) -> str:
     lines = [f'{args.config or f"EfficientFormer-{args.arch.upper()} trunk"}, {args.size}x{args.size}, '
              f'batch {args.batch}, {device}, median of {args.repeats} runs after {args.warmup} warm-up runs.',
              '', '| inference | latency (ms) | ÷ plain | ÷ merged |', '|---|---|---|---|']
-    lines += [f'| {name} | {r["ms"]:.1f} | {r["ratio"]:.3f} | {r.get("ratio_to_merged", float("nan")):.3f} |'
-              for name, r in inf.items()]
+    lines += [f'| {name} | {r["ms"]:.1f} | {r["ratio"]:.3f} | '
+              + (f'{r["ratio_to_merged"]:.3f} |' if 'ratio_to_merged' in r else '|') for name, r in inf.items()]
     lines += ['', f'| method | train step (ms) | ÷ full | peak memory, {memory} (GB) | ÷ full | trainable params | '
               'adapter file (MB) | GFLOPs merged | GFLOPs unmerged |', '|---|---|---|---|---|---|---|---|---|']
     for name, r in train.items():
