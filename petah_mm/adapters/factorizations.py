@@ -26,8 +26,8 @@ def lora_delta(lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float, weigh
 
 
 def lora_kernel(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
-    """W + ΔW in one ``addmm``: one pass over the kernel instead of three (product, scaling, sum), which
-    is what an unmerged forward pays per layer and call."""
+    """W + ΔW as one ``addmm`` instead of three ops (product, scaling, sum), each a pass over a
+    kernel-sized tensor: what an unmerged forward pays per layer and call."""
     b2d = lora_B.reshape(lora_B.shape[0], -1)
     a2d = lora_A.reshape(lora_A.shape[0], -1)
     return torch.addmm(weight.reshape(weight.shape[0], -1), b2d, a2d, alpha=scaling).reshape(weight.shape)

@@ -36,7 +36,7 @@ def batched_left_mul(matrix, batch):
 
 
 def effective_kernel(weight, lora_A, lora_B, scaling, dtype):
-    """W + ΔW in the compute dtype (ΔW from the fp32 factors)."""
+    """W + ΔW in the compute dtype; under autocast built in it too, as the plain layer casts its W."""
     return lora_kernel(weight, lora_A, lora_B, scaling).to(dtype)
 
 
