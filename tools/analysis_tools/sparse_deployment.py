@@ -6,7 +6,7 @@
 A frozen backbone is magnitude-pruned (random weights: no download needed, and sizes and
 latency do not depend on the values) and gets PETAH adapters with random, training-like values:
 * unmerged: the compact sparse base (values + bitmask) plus the task's adapter file; each adapted
-  layer builds its W + ΔW from the sparse base in every forward;
+  layer adds its ΔW to the sparse base in every forward (W + ΔW or the thin form, whichever is cheaper);
 * merged: W + ΔW folded into the kernels, a dense checkpoint that runs as a plain backbone. ΔW
   fills the pruned entries, so every adapted kernel is dense again (only the Meta3D MLP linears,
   which PETAH does not adapt, stay sparse).
