@@ -260,7 +260,7 @@ def markdown(args, report) -> str:
               torch.cuda.get_device_name(args.device))
     memory = 'peak RSS' if args.device == 'cpu' else 'max allocated'
     lines = [f'{args.config or f"EfficientFormer-{args.arch.upper()} trunk"}, {args.size}x{args.size}, '
-             f'batch {args.batch}, {device}, median of {args.repeats} runs after {args.warmup} warm-up runs.',
+             f'training batch {args.batch}, {device}, median of {args.repeats} runs after {args.warmup} warm-up runs.',
              '', '| inference | latency (ms) | ÷ plain | ÷ merged |', '|---|---|---|---|']
     lines += [f'| {name} | {r["ms"]:.1f} | {r["ratio"]:.3f} | '
               + (f'{r["ratio_to_merged"]:.3f} |' if 'ratio_to_merged' in r else '|') for name, r in inf.items()]
