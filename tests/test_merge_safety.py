@@ -119,3 +119,16 @@ def test_merge_keeps_the_original_tensor_and_restores_it():
     assert layer.weight.data_ptr() != original
     layer.unmerge()
     assert layer.weight.data_ptr() == original  # the very tensor, not W + ΔW - ΔW
+
+
+def test_moving_a_merged_model_moves_the_kept_frozen_weight():
+    """.to() / .cuda() / .half() while merged convert the kept W with W + ΔW, so unmerging after a
+    move gives back W on the new device and dtype; and the kept W is in no state dict."""
+    layer = randomise(nn.Sequential(adapt_layer('fc', nn.Linear(8, 8), dict(type='lora', rank=2))), 0)[0]
+    frozen = layer.weight.detach().clone()
+    layer.merge()
+    assert '_frozen_weight' not in str(list(layer.state_dict()))
+    layer.to(torch.float64)  # the same Module._apply path as .to('cuda')
+    layer.unmerge()
+    assert layer.weight.dtype == torch.float64
+    assert torch.equal(layer.weight, frozen.double())

@@ -28,6 +28,8 @@ def lora_delta(lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float, weigh
 def lora_kernel(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
     """W + ΔW as one ``addmm`` instead of three ops (product, scaling, sum), each a pass over a
     kernel-sized tensor: what an unmerged forward pays per layer and call."""
+    if weight.dim() == 2:  # a linear's factors are matrices already: skip four reshapes per call
+        return torch.addmm(weight, lora_B, lora_A, alpha=scaling)
     b2d = lora_B.reshape(lora_B.shape[0], -1)
     a2d = lora_A.reshape(lora_A.shape[0], -1)
     return torch.addmm(weight.reshape(weight.shape[0], -1), b2d, a2d, alpha=scaling).reshape(weight.shape)
@@ -99,6 +101,9 @@ class LoRA(Factorization):
         self.lora_A = nn.Parameter(torch.empty(rank, *self.weight_shape[1:]))
         self.lora_B = nn.Parameter(torch.empty(self.out_features, rank, *ones))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        out, fan_in = self.out_features, self.in_features
+        #: output positions below which inference's two-layer form costs fewer FLOPs than W + ΔW
+        self.thin_form_max_positions = out * fan_in * (rank + 1) / (rank * (fan_in + out) + out)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -113,19 +118,31 @@ class LoRA(Factorization):
     def fused_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
         return layer.apply_kernel(x, lora_kernel(layer.weight, self.lora_A, self.lora_B, self.scaling), layer.bias)
 
+    def thin_form_is_cheaper(self, x: torch.Tensor, layer) -> bool:
+        """Whether op(x, W) + B(A(x)) costs fewer FLOPs than op(x, W + ΔW) for this input.
+
+        Both run op(x, W)'s FLOPs once. On top, the fused kernel builds ΔW and adds it to W once per
+        call (out·fan_in·(r + 1)); the two-layer form runs A and B and adds their output at every
+        output position (positions·(r·(fan_in + out) + out)). At batch 1 on 7×7 tokens the thin form
+        wins; on large feature maps the fused kernel does. The threshold is computed once, at init:
+        this runs in every forward of every adapted layer.
+        """
+        return layer.supports_branch and layer.output_positions(x) < self.thin_form_max_positions
+
     def adapted_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
         """Training takes the low-rank kernels where they apply (they need one input for W and A, so
         no dropout), else the paper's two-layer branch, else the fused kernel (grouped convolutions).
         Inference, eval mode and traces take plain ops, per layer the cheaper of the fused kernel and
         the two-layer form for this input's size: FLOPs counters trace the model (with gradients
         enabled) and count a custom autograd function as zero."""
-        training = self.training and torch.is_grad_enabled() and not torch.jit.is_tracing()
-        dropout = self.training and not isinstance(self.dropout, nn.Identity)
-        if training and not dropout and layer.low_rank_kernel_applies(x):
-            return layer.low_rank_kernel(x, self.lora_A, self.lora_B, self.scaling)
-        if layer.supports_branch and (training or dropout):
-            return self.branch_forward(x, layer)
-        if layer.thin_form_is_cheaper(x, self.rank):
+        if self.training:
+            dropout = not isinstance(self.dropout, nn.Identity)
+            with_grad = torch.is_grad_enabled() and not torch.jit.is_tracing()
+            if with_grad and not dropout and layer.low_rank_kernel_applies(x):
+                return layer.low_rank_kernel(x, self.lora_A, self.lora_B, self.scaling)
+            if layer.supports_branch and (with_grad or dropout):
+                return self.branch_forward(x, layer)
+        if self.thin_form_is_cheaper(x, layer):
             return layer.low_rank_branch(x, self.lora_A, self.lora_B, self.scaling)
         return self.fused_forward(x, layer)
 

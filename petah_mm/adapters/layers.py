@@ -27,7 +27,8 @@ def add_scaled_product_(out: torch.Tensor, left: torch.Tensor, right: torch.Tens
     over ``out``, no temporary of its size (``addmm_`` copies its output once more). ``out`` must be a
     fresh result that nothing else holds. While tracing it is ``out + scaling · left @ right``, the ops
     that FLOPs counters count."""
-    left, right = left.to(out.dtype), right.to(out.dtype)  # in-place ops are not autocast's
+    if left.dtype != out.dtype or right.dtype != out.dtype:  # in-place ops are not autocast's
+        left, right = left.to(out.dtype), right.to(out.dtype)
     if torch.jit.is_tracing():
         return out + (left @ right) * scaling
     return out.baddbmm_(left, right, alpha=scaling)
@@ -52,7 +53,9 @@ class AdaptedLayerMixin:
         self.adapter = FACTORIZATIONS.get(kwargs.pop('type'))(weight_shape=base.weight.shape, **kwargs)
         self.adapter.to(device=base.weight.device, dtype=base.weight.dtype)
         self.merged = False
-        self._frozen_weight: Optional[torch.Tensor] = None
+        # a buffer, so that .to() / .cuda() / .half() while merged move it with the weight; not persistent:
+        # a state dict holds the weight once
+        self.register_buffer('_frozen_weight', None, persistent=False)
 
     def apply_kernel(self, x: torch.Tensor, kernel: torch.Tensor,
                      bias: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -93,18 +96,6 @@ class AdaptedLayerMixin:
     def output_positions(self, x: torch.Tensor) -> int:
         """How many output vectors (batch × tokens or pixels) this layer computes for ``x``."""
         raise NotImplementedError
-
-    def thin_form_is_cheaper(self, x: torch.Tensor, rank: int) -> bool:
-        """Whether op(x, W) + B(A(x)) costs fewer FLOPs than op(x, W + ΔW) for this input.
-
-        Both run op(x, W)'s FLOPs once. On top, the fused kernel builds ΔW and adds it to W once per
-        call (out·fan_in·(r + 1)); the two-layer form runs A and B and adds their output at every
-        output position (positions·(r·(fan_in + out) + out)). At batch 1 on 7×7 tokens the thin form
-        wins; on large feature maps the fused kernel does.
-        """
-        out, fan_in = self.adapter.out_features, self.adapter.in_features  # ints: no tensor op per call
-        thin = self.output_positions(x) * (rank * (fan_in + out) + out)
-        return self.supports_branch and thin < out * fan_in * (rank + 1)
 
     def low_rank_kernel(self, x, lora_A, lora_B, scaling) -> torch.Tensor:
         raise NotImplementedError
