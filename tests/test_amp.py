@@ -15,7 +15,7 @@ from test_dense_pipelines import DET_TOY, SEG_TOY, toy_config
 from torch import nn
 
 from petah_mm.datasets import (make_toy_ade20k, make_toy_backbone, make_toy_classification, make_toy_coco,
-                              write_toy_user_config)
+                               write_toy_user_config)
 from petah_mm.engine import BF16OptimWrapper, amp_optim_wrapper
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ def write_toy_user_config(path, base, data_root, backbone, batch_size=None, **ov
     user config's folder, not the working directory. COCO's mmdet configs join ``data_root + ann_file``,
     hence its trailing slash and the evaluators' ``ann_file``.
     """
-    base = Path(base).resolve()
+    base = Path(os.path.abspath(base))
     kind = TOY_CONFIGS.get(base.name)
     if kind is None:
         raise ValueError(f'{base} is not a toy config write_toy_user_config knows; the known toy configs '
@@ -39,12 +39,12 @@ def write_toy_user_config(path, base, data_root, backbone, batch_size=None, **ov
     if clashes:
         raise ValueError(f'overrides {clashes} would replace the data roots and backbone this writes; change '
                          "their other fields with the tool's --cfg-options instead")
-    data_root = str(Path(data_root).resolve())
+    data_root = os.path.abspath(data_root)
     if kind == 'coco':
         data_root = os.path.join(data_root, '')
     batch = '' if batch_size is None else f'batch_size={batch_size}, '
     lines = [f'_base_ = {str(base)!r}',
-             f'model = dict(backbone=dict(init_cfg=dict(checkpoint={str(Path(backbone).resolve())!r})))',
+             f'model = dict(backbone=dict(init_cfg=dict(checkpoint={os.path.abspath(backbone)!r})))',
              f'train_dataloader = dict({batch}dataset=dict(data_root={data_root!r}))',
              f'val_dataloader = dict(dataset=dict(data_root={data_root!r}))',
              'test_dataloader = val_dataloader']
