@@ -14,7 +14,8 @@ from mmengine.optim import OptimWrapper, build_optim_wrapper
 from test_dense_pipelines import DET_TOY, SEG_TOY, toy_config
 from torch import nn
 
-from petah_mm.datasets import make_toy_ade20k, make_toy_backbone, make_toy_classification, make_toy_coco
+from petah_mm.datasets import (make_toy_ade20k, make_toy_backbone, make_toy_classification, make_toy_coco,
+                               write_toy_user_config)
 from petah_mm.engine import BF16OptimWrapper, amp_optim_wrapper
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,12 +98,8 @@ def train_with_amp(config, *options):
 def test_amp_trains_the_toy_classifier_on_cpu(tmp_path):
     data = make_toy_classification(tmp_path / 'cls', num_train_per_class=2, num_val_per_class=1)['root']
     backbone = make_toy_backbone(tmp_path / 'toy_backbone.pth')
-    config = tmp_path / 'toy_user_config.py'
-    config.write_text('\n'.join([
-        f"_base_ = '{TOY / 'ef-l1-petah2_toy-cls.py'}'",
-        f"model = dict(backbone=dict(init_cfg=dict(checkpoint='{backbone}')))",
-        f"train_dataloader = dict(batch_size=8, dataset=dict(data_root='{data}'))",
-        f"val_dataloader = dict(dataset=dict(data_root='{data}'))", 'test_dataloader = val_dataloader']) + '\n')
+    config = write_toy_user_config(tmp_path / 'toy_user_config.py', TOY / 'ef-l1-petah2_toy-cls.py', data, backbone,
+                                   batch_size=8)
     log = train_with_amp(config, 'train_cfg.max_epochs=2')  # one iteration per epoch; the LR warmup takes one
     assert 'Epoch(train) [2][1/1]' in log and 'accuracy/top1' in log
 

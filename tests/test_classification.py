@@ -26,7 +26,7 @@ from PIL import Image
 from torch import nn
 
 from petah_mm.adapters import build_plan
-from petah_mm.datasets import Food101WithVal, make_toy_backbone, make_toy_classification
+from petah_mm.datasets import Food101WithVal, make_toy_backbone, make_toy_classification, write_toy_user_config
 from petah_mm.models import DenseEfficientFormer, DropoutLinearClsHead
 
 REPO = Path(__file__).resolve().parents[1]
@@ -331,15 +331,7 @@ def test_grid_flops_match_mmpretrain_model_zoo():
 def test_toy_training_resumes_and_tests_from_its_checkpoint(tmp_path):
     data = make_toy_classification(tmp_path / 'toy_cls')['root']
     backbone = make_toy_backbone(tmp_path / 'toy_backbone.pth')
-    config = tmp_path / 'toy_user_config.py'
-    config.write_text('\n'.join([
-        f"_base_ = '{TOY}'",
-        f"model = dict(backbone=dict(init_cfg=dict(checkpoint='{backbone}')))",
-        f"train_dataloader = dict(dataset=dict(data_root='{data}'))",
-        f"val_dataloader = dict(dataset=dict(data_root='{data}'))",
-        'test_dataloader = val_dataloader',
-        'randomness = dict(seed=0)',
-    ]) + '\n')
+    config = write_toy_user_config(tmp_path / 'toy_user_config.py', TOY, data, backbone, randomness=dict(seed=0))
     work = tmp_path / 'work'
     first = run('tools/train.py', config, '--work-dir', work, '--cfg-options', 'train_cfg.max_epochs=2')
     assert 'Epoch(train) [2][4/4]' in first and (work / 'epoch_2.pth').exists()

@@ -12,7 +12,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS, init_default_scope
 from torch import nn
 
-from petah_mm.datasets import make_toy_ade20k, make_toy_backbone, make_toy_coco
+from petah_mm.datasets import make_toy_ade20k, make_toy_backbone, make_toy_coco, write_toy_user_config
 from petah_mm.models import DenseEfficientFormer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,24 +29,10 @@ def run(*args, env=None):
 
 
 def toy_config(tmp_path, base, data_root, **overrides) -> Path:
-    """A user config on top of a toy config: data in tmp_path and a tiny schedule."""
-    backbone = make_toy_backbone(tmp_path / 'toy_backbone.pth')
-    lines = [f"_base_ = '{base}'", f"model = dict(backbone=dict(init_cfg=dict(checkpoint='{backbone}')))"]
-    if base == DET_TOY:
-        lines += [f"train_dataloader = dict(batch_size=2, dataset=dict(data_root='{data_root}/'))",
-                  f"val_dataloader = dict(dataset=dict(data_root='{data_root}/'))",
-                  'test_dataloader = val_dataloader',
-                  f"val_evaluator = dict(ann_file='{data_root}/annotations/instances_val2017.json')",
-                  'test_evaluator = val_evaluator']
-    else:
-        lines += [f"train_dataloader = dict(batch_size=2, dataset=dict(data_root='{data_root}'))",
-                  f"val_dataloader = dict(dataset=dict(data_root='{data_root}'))",
-                  'test_dataloader = val_dataloader']
-    lines += ["default_hooks = dict(logger=dict(interval=1))"]
-    lines += [f'{key} = {value!r}' for key, value in overrides.items()]
-    path = tmp_path / 'toy_user_config.py'
-    path.write_text('\n'.join(lines) + '\n')
-    return path
+    """A user config on top of a toy config: data in tmp_path, a toy backbone, batch 2 and a log line per iteration."""
+    return write_toy_user_config(tmp_path / 'toy_user_config.py', base, data_root,
+                                 make_toy_backbone(tmp_path / 'toy_backbone.pth'), batch_size=2,
+                                 default_hooks=dict(logger=dict(interval=1)), **overrides)
 
 
 @pytest.mark.slow

@@ -84,20 +84,12 @@ def run(args, *command):
 
 def check_amp_training(args):
     """tools/train.py --amp (fp16, dynamic loss scale) on the toy detector for 20 iterations."""
-    from petah_mm.datasets import make_toy_backbone, make_toy_coco
-    work = Path(args.work_dir)
+    from petah_mm.datasets import make_toy_backbone, make_toy_coco, write_toy_user_config
+    work = Path(args.work_dir).resolve()  # the runs below start in the repository, not in the caller's folder
     data = make_toy_coco(work / 'toy_coco', num_train=40, num_val=2)['root']
-    backbone = make_toy_backbone(work / 'toy_backbone.pth')
-    config = work / 'toy_det_amp.py'
-    config.write_text('\n'.join([
-        f"_base_ = '{DET_TOY}'",
-        f"model = dict(backbone=dict(init_cfg=dict(checkpoint='{backbone}')))",
-        f"train_dataloader = dict(batch_size=2, dataset=dict(data_root='{data}/'))",
-        f"val_dataloader = dict(dataset=dict(data_root='{data}/'))", 'test_dataloader = val_dataloader',
-        f"val_evaluator = dict(ann_file='{data}/annotations/instances_val2017.json')", 'test_evaluator = val_evaluator',
-        'train_cfg = dict(max_epochs=1, val_interval=2)',
-        'default_hooks = dict(logger=dict(interval=5))',
-    ]) + '\n')
+    config = write_toy_user_config(work / 'toy_det_amp.py', DET_TOY, data, make_toy_backbone(work / 'toy_backbone.pth'),
+                                   batch_size=2, train_cfg=dict(max_epochs=1, val_interval=2),
+                                   default_hooks=dict(logger=dict(interval=5)))
     log = run(args, 'tools/train.py', config, '--amp', '--work-dir', work / 'train')
     assert 'Epoch(train) [1][20/20]' in log, f'20 iterations did not run:\n{log[-2000:]}'
     assert 'AmpOptimWrapper' in (work / 'train' / 'toy_det_amp.py').read_text(), '--amp did not select fp16'
