@@ -71,3 +71,26 @@ print(json.loads(out.strip().splitlines()[-1])['peak_gb'], ballast.sum().item())
     assert proc.returncode == 0, proc.stderr[-3000:]
     peak_gb, ballast = map(float, proc.stdout.split())
     assert ballast == 2**29 and 0.1 < peak_gb < 1.5, peak_gb
+
+
+def test_interleaved_timing_cancels_a_machines_drift(monkeypatch):
+    """Two functions, one twice as slow as the other, on a machine that slows down by 5 % per call:
+    timed in rotating rounds their median ratio stays 2 within the drift of one round, where all of
+    one's repeats before the other's would read far more."""
+    from petah_mm.utils import timing
+    clock, calls = [0.], []
+
+    def work(name, cost):
+        def run():
+            calls.append(name)
+            clock[0] += cost * 1.05 ** len(calls)
+        return run
+
+    monkeypatch.setattr(timing.time, 'perf_counter', lambda: clock[0])
+    medians = timing.interleaved_medians_ms(dict(fast=work('fast', 1.), slow=work('slow', 2.)), warmup=1, repeats=20)
+    assert calls[:2] == ['fast', 'slow'] and calls[2:6] == ['fast', 'slow', 'slow', 'fast']  # warm-up, then rotation
+    assert len(calls) == 2 * (1 + 20)
+    assert 1.9 < medians['slow'] / medians['fast'] < 2.1
+    calls.clear()
+    sequential = timing.median_ms(work('slow', 2.), 1, 20) / timing.median_ms(work('fast', 1.), 1, 20)
+    assert sequential < 1.5  # the drift: the later-timed function read cheaper

@@ -1,6 +1,7 @@
 """Wall-clock timing for the benchmark tools: medians, with CUDA work synchronised."""
 import statistics
 import time
+from typing import Callable, Dict
 
 import torch
 
@@ -25,3 +26,18 @@ def median_ms(fn, warmup: int, repeats: int, device='cpu') -> float:
     for _ in range(warmup):
         fn()
     return statistics.median(elapsed_ms(fn, device) for _ in range(repeats))
+
+
+def interleaved_medians_ms(fns: Dict[str, Callable], warmup: int, repeats: int, device='cpu') -> Dict[str, float]:
+    """Median milliseconds of each ``fns[name]()``, timed in rounds that call each once, in an order that
+    rotates per round: a machine's drift (on a shared VM, ±20 % over minutes) then hits all alike,
+    where timing one function's repeats after the other's would put the drift into their ratio."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    names, times = list(fns), {name: [] for name in fns}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(elapsed_ms(fns[name], device))
+    return {name: statistics.median(t) for name, t in times.items()}

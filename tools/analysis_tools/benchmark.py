@@ -27,10 +27,10 @@ downloaded, and time and memory do not depend on the values). It writes ``benchm
 ``benchmark.json`` to --out-dir.
 """
 import argparse
+import functools
 import itertools
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,7 +48,7 @@ from petah_mm.adapters import adapted_layers
 from petah_mm.adapters.presets import PRESETS, preset
 from petah_mm.models import without_pretrained
 from petah_mm.utils import FrozenBatchNorm2d, atomic_write
-from petah_mm.utils.timing import elapsed_ms, median_ms
+from petah_mm.utils.timing import interleaved_medians_ms, median_ms
 
 DEFAULT_METHODS = ['full', 'attn-ft', 'lora-attn-r8', 'petah1', 'petah2', 'frozen']
 # What petah_mm's adapter engine does differently from a naive LoRA, undone one at a time:
@@ -126,16 +126,9 @@ def inference(args):
     results = {}
     for batch, precision in itertools.product(args.inference_batches, precisions(args)):
         x = torch.randn(batch, 3, args.size, args.size, device=args.device)
-        times = {name: [] for name in models}
-        names = list(models)
         with torch.no_grad(), autocast(args, precision):
-            for model in models.values():
-                for _ in range(args.warmup):
-                    model(x)
-            for repeat in range(args.repeats):
-                for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # rotate the order
-                    times[name].append(elapsed_ms(lambda: models[name](x), args.device))
-        medians = {name: statistics.median(t) for name, t in times.items()}
+            medians = interleaved_medians_ms({name: functools.partial(model, x) for name, model in models.items()},
+                                             args.warmup, args.repeats, args.device)
         for name, ms in medians.items():
             row = dict(batch=batch, ms=ms, ratio=ms / medians['plain'])
             if name.endswith(' unmerged'):

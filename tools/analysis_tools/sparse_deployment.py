@@ -11,10 +11,12 @@ latency do not depend on the values) and gets PETAH adapters with random, traini
   fills the pruned entries, so every adapted kernel is dense again (only the Meta3D MLP linears,
   which PETAH does not adapt, stay sparse).
 Both deployments are loaded back from their files before they are timed. Latency is the median of
-``--repeats`` forward passes after ``--warmup`` ones: measure on a quiet machine. Writes
+``--repeats`` forward passes after ``--warmup`` ones, the two deployments timed in alternation so that the
+machine's drift hits both alike: measure on a quiet machine. Writes
 ``sparse_deployment.md`` and ``sparse_deployment.json`` to ``--out-dir``.
 """
 import argparse
+import functools
 import json
 import tempfile
 from pathlib import Path
@@ -25,7 +27,7 @@ from petah_mm.models import DenseEfficientFormer, PETAHEfficientFormer
 from petah_mm.sparse import (SCOPES, prunable_weights, prune_, read_checkpoint, read_packed, sparsity_by_kind,
                              weight_kinds, write_checkpoint, write_packed)
 from petah_mm.utils import atomic_write
-from petah_mm.utils.timing import median_ms
+from petah_mm.utils.timing import interleaved_medians_ms
 
 TRUNK = dict(out_indices=[3], reshape_last_feat=False)  # the classification trunk, as in PETAH Table 5
 
@@ -124,8 +126,9 @@ def main(argv=None):
         x = torch.randn(batch, 3, args.size, args.size)
         with torch.inference_mode():
             max_abs_diff = max(max_abs_diff, (unmerged(x)[0] - merged(x)[0]).abs().max().item())
-            latency.append(dict(batch=batch, unmerged=median_ms(lambda: unmerged(x), args.warmup, args.repeats),
-                                merged=median_ms(lambda: merged(x), args.warmup, args.repeats)))
+            latency.append(dict(batch=batch, **interleaved_medians_ms(
+                dict(unmerged=functools.partial(unmerged, x), merged=functools.partial(merged, x)), args.warmup,
+                args.repeats)))
 
     report = dict(config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                   torch_version=torch.__version__, torch_threads=torch.get_num_threads(), sizes_bytes=sizes,
