@@ -35,10 +35,12 @@ def check_inference_rows(report, batches, precisions):
 
 @pytest.mark.slow
 def test_trunk_with_bf16_rows_and_two_inference_batches(tmp_path):
-    report, table = benchmark(tmp_path, '--arch', 'l1', '--amp', '--inference-batches', '1', '2')
+    report, table = benchmark(tmp_path, '--arch', 'l1', '--amp', '--inference-batches', '1', '2', '--rounds', '2')
     check_inference_rows(report, [1, 2], ['fp32', 'bf16'])
     training = report['training']
     assert set(training) == {'full', 'petah2', 'full (bf16)', 'petah2 (bf16)'}
+    for row in training.values():  # a fresh worker per method and round; the row is their median
+        assert len(row['ms_by_round']) == 2 and row['ms'] == pytest.approx(sum(row['ms_by_round']) / 2)
     assert training['full']['time_ratio'] == training['full (bf16)']['memory_ratio'] == 1.0
     assert 0 < training['petah2 (bf16)']['time_ratio'] and 0 < training['petah2 (bf16)']['memory_ratio']
     sizes = report['sizes']

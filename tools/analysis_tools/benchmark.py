@@ -5,7 +5,8 @@
     python tools/analysis_tools/benchmark.py --config CONFIG          # that config's model.backbone
     python tools/analysis_tools/benchmark.py --device cuda --amp
 
-One run measures, side by side (warm-up, then repeated runs, medians):
+One run measures, side by side (warm-up, then repeated runs, medians; ``--rounds`` repeats the
+training rows in rotating order, each in a fresh process, and takes the median over rounds):
 
 * inference latency of the plain backbone, merged PETAH-n and unmerged PETAH-n, as ratios to plain
   (and unmerged to merged), at each batch of ``--inference-batches``;
@@ -31,6 +32,7 @@ import functools
 import itertools
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -128,7 +130,7 @@ def inference(args):
         x = torch.randn(batch, 3, args.size, args.size, device=args.device)
         with torch.no_grad(), autocast(args, precision):
             medians = interleaved_medians_ms({name: functools.partial(model, x) for name, model in models.items()},
-                                             args.warmup, args.repeats, args.device)
+                                             args.warmup, args.repeats * args.rounds, args.device)
         for name, ms in medians.items():
             row = dict(batch=batch, ms=ms, ratio=ms / medians['plain'])
             if name.endswith(' unmerged'):
@@ -197,16 +199,31 @@ def worker_command(args, method, ablation, precision):
 
 
 def training(args):
+    """Each method's step in a fresh process, in ``--rounds`` rounds of all methods in rotating order: the
+    median over rounds keeps a drift of the machine (minutes long on a shared VM) out of the ratios."""
     runs = {m: (m, 'none') for m in args.methods}
     if 'petah2' in args.methods and not args.skip_ablations:
         runs.update(ABLATIONS)
+    rounds = {row_name(name, precision): [] for precision in precisions(args) for name in runs}
+    for round_index in range(args.rounds):
+        for precision in precisions(args):
+            names = list(runs)
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                method, ablation = runs[name]
+                proc = subprocess.run(worker_command(args, method, ablation, precision), capture_output=True,
+                                      text=True)
+                if proc.returncode:
+                    raise RuntimeError(f'training benchmark of {row_name(name, precision)} failed:\n'
+                                       f'{proc.stderr[-2000:]}')
+                rounds[row_name(name, precision)].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     results = {}
     for precision in precisions(args):
-        for name, (method, ablation) in runs.items():
-            proc = subprocess.run(worker_command(args, method, ablation, precision), capture_output=True, text=True)
-            if proc.returncode:
-                raise RuntimeError(f'training benchmark of {row_name(name, precision)} failed:\n{proc.stderr[-2000:]}')
-            results[row_name(name, precision)] = dict(json.loads(proc.stdout.strip().splitlines()[-1]), method=method)
+        for name, (method, _) in runs.items():
+            measured = rounds[row_name(name, precision)]
+            results[row_name(name, precision)] = dict(
+                {key: statistics.median(m[key] for m in measured) for key in measured[0]}, method=method,
+                ms_by_round=[m['ms'] for m in measured])
         full = results.get(row_name('full', precision))
         for name in runs:
             r = results[row_name(name, precision)]
@@ -253,7 +270,9 @@ def markdown(args, report) -> str:
               torch.cuda.get_device_name(args.device))
     memory = 'peak RSS' if args.device == 'cpu' else 'max allocated'
     lines = [f'{args.config or f"EfficientFormer-{args.arch.upper()} trunk"}, {args.size}x{args.size}, '
-             f'training batch {args.batch}, {device}, median of {args.repeats} runs after {args.warmup} warm-up runs.',
+             f'training batch {args.batch}, {device}. Inference: median of {args.repeats * args.rounds} interleaved '
+             f'runs; training: median over {args.rounds} round(s) of each method\'s median of {args.repeats} steps; '
+             f'{args.warmup} warm-up runs each.',
              '', '| inference | latency (ms) | ÷ plain | ÷ merged |', '|---|---|---|---|']
     lines += [f'| {name} | {r["ms"]:.1f} | {r["ratio"]:.3f} | '
               + (f'{r["ratio_to_merged"]:.3f} |' if 'ratio_to_merged' in r else '|') for name, r in inf.items()]
@@ -284,6 +303,8 @@ def parse_args(argv=None):
                         '(default: --batch)')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--rounds', type=int, default=1, help='training: run every method this many times, in '
+                        'rotating order, and take the median; inference: time rounds × repeats passes')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--method', choices=list(PRESETS), help=argparse.SUPPRESS)
@@ -295,6 +316,8 @@ def parse_args(argv=None):
         parser.error(f'--device {args.device}: torch sees no CUDA device here (torch {torch.__version__}); '
                      'run on a GPU machine with a CUDA build of torch, or use --device cpu')
     args.inference_batches = args.inference_batches or [args.batch]
+    if args.rounds < 1 or args.repeats < 1:
+        parser.error(f'--rounds {args.rounds} --repeats {args.repeats}: both must be at least 1')
     if 'petah2' not in args.methods:
         parser.error('--methods must include petah2: the inference and task-switch rows measure it')
     return args
