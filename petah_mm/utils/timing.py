@@ -35,9 +35,14 @@ def interleaved_medians_ms(fns: Dict[str, Callable], warmup: int, repeats: int, 
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    names, times = list(fns), {name: [] for name in fns}
+    times = {name: [] for name in fns}
     for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in rotated(list(fns), repeat):
             times[name].append(elapsed_ms(fns[name], device))
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def rotated(names: list, shift: int) -> list:
+    """``names`` starting at ``shift`` (modulo their number): the order of a benchmark's round ``shift``."""
+    shift %= len(names)
+    return names[shift:] + names[:shift]

@@ -50,7 +50,7 @@ from petah_mm.adapters import adapted_layers
 from petah_mm.adapters.presets import PRESETS, preset
 from petah_mm.models import without_pretrained
 from petah_mm.utils import FrozenBatchNorm2d, atomic_write
-from petah_mm.utils.timing import interleaved_medians_ms, median_ms
+from petah_mm.utils.timing import interleaved_medians_ms, median_ms, rotated
 
 DEFAULT_METHODS = ['full', 'attn-ft', 'lora-attn-r8', 'petah1', 'petah2', 'frozen']
 # What petah_mm's adapter engine does differently from a naive LoRA, undone one at a time:
@@ -207,9 +207,7 @@ def training(args):
     rounds = {row_name(name, precision): [] for precision in precisions(args) for name in runs}
     for round_index in range(args.rounds):
         for precision in precisions(args):
-            names = list(runs)
-            shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
+            for name in rotated(list(runs), round_index):
                 method, ablation = runs[name]
                 proc = subprocess.run(worker_command(args, method, ablation, precision), capture_output=True,
                                       text=True)
