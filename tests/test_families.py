@@ -83,9 +83,9 @@ def test_identity_at_init_then_merged_equals_unmerged(models, family):
     x = torch.randn(2, 3, *SIZE)
     plain = build(family, 'frozen').eval()
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if '.adapter.' not in k})
-    with torch.no_grad():
+    with torch.no_grad():  # up to rounding: inference runs pointwise convs as GEMMs, which sum in another order
         for a, b in zip(outputs(model, x), outputs(plain, x), strict=True):
-            torch.testing.assert_close(a, b, rtol=0, atol=0)
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
         randomise_adapters(model)
         unmerged = outputs(model, x)
         assert any(not torch.equal(a, b) for a, b in zip(unmerged, outputs(plain, x)))

@@ -194,6 +194,38 @@ def test_inference_takes_the_cheaper_form_and_computes_the_same():
             layer.unmerge()
 
 
+@pytest.mark.parametrize('bias', [True, False])
+def test_pointwise_inference_runs_as_matrix_products(bias):
+    """An NCHW batch through a 1×1 conv takes GEMMs at inference, in both forms, and gives the merged
+    layer's output; a channels_last input, a trace (FLOPs counters report the conv by operator) and
+    autograd keep the convolution."""
+    layer = adapted_conv(dict(kernel_size=1, bias=bias)).eval()
+    a = layer.adapter
+    x = torch.randn(2, 5, 9, 7)
+
+    def conv_calls(fn):
+        with mock.patch.object(nn.Conv2d, '_conv_forward', autospec=True, side_effect=nn.Conv2d._conv_forward) as conv:
+            fn()
+        return conv.call_count
+
+    with torch.no_grad():
+        outputs = []
+        assert conv_calls(lambda: outputs.append(layer.low_rank_branch(x, a.lora_A, a.lora_B, a.scaling))) == 0
+        assert conv_calls(lambda: outputs.append(a.fused_forward(x, layer))) == 0
+        nhwc = x.to(memory_format=torch.channels_last)
+        assert conv_calls(lambda: layer.low_rank_branch(nhwc, a.lora_A, a.lora_B, a.scaling)) == 2
+        layer.merge()
+        merged = layer(x)
+        layer.unmerge()
+    for out in outputs:
+        torch.testing.assert_close(out, merged, rtol=1e-5, atol=1e-5)
+    assert conv_calls(lambda: layer(x)) > 0
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            graph = str(torch.jit.trace(layer, x, check_trace=False).graph)
+        assert 'aten::_convolution' in graph and 'baddbmm' not in graph
+
+
 @pytest.mark.parametrize('geometry', CONV_GEOMETRIES)
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_inference_forms_equal_the_merged_layer(geometry, channels_last):

@@ -75,7 +75,7 @@ class Factorization(nn.Module):
 
     def fused_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
         """Autograd through op(x, W + ΔW): exact for any factorization and any layer."""
-        return layer.apply_kernel(x, layer.weight + self.delta_weight(), layer.bias)
+        return layer.apply_adapted_kernel(x, layer.weight + self.delta_weight())
 
     def reset_parameters(self) -> None:
         """Re-initialise so that ΔW = 0 again (identity at init)."""
@@ -116,7 +116,7 @@ class LoRA(Factorization):
         return lora_delta(self.lora_A, self.lora_B, self.scaling, self.weight_shape)
 
     def fused_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
-        return layer.apply_kernel(x, lora_kernel(layer.weight, self.lora_A, self.lora_B, self.scaling), layer.bias)
+        return layer.apply_adapted_kernel(x, lora_kernel(layer.weight, self.lora_A, self.lora_B, self.scaling))
 
     def thin_form_is_cheaper(self, x: torch.Tensor, layer) -> bool:
         """Whether op(x, W) + B(A(x)) costs fewer FLOPs than op(x, W + ΔW) for this input.

@@ -34,6 +34,11 @@ def add_scaled_product_(out: torch.Tensor, left: torch.Tensor, right: torch.Tens
     return out.baddbmm_(left, right, alpha=scaling)
 
 
+def bias_plus_product(bias: Optional[torch.Tensor], left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``bias[:, None] + left @ right`` for batches of matrices, in one ``baddbmm``."""
+    return torch.bmm(left, right) if bias is None else torch.baddbmm(bias.view(1, -1, 1), left, right)
+
+
 class AdaptedLayerMixin:
     """Merge / unmerge shared by the adapted Linear and Conv2d.
 
@@ -60,6 +65,10 @@ class AdaptedLayerMixin:
     def apply_kernel(self, x: torch.Tensor, kernel: torch.Tensor,
                      bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         raise NotImplementedError
+
+    def apply_adapted_kernel(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        """op(x, W + ΔW, b) for a kernel built in this call."""
+        return self.apply_kernel(x, kernel, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
@@ -192,17 +201,43 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
                                self.dilation)
 
     def low_rank_branch(self, x, lora_A, lora_B, scaling):
-        """A pointwise conv's thin layers run as matrix products: r-channel convolutions are slow on CPU."""
-        out = self._conv_forward(x, self.weight, self.bias)
         if x.dim() != 4:  # an unbatched input
-            return out + F.conv2d(self._conv_forward(x, lora_A, None), lora_B * scaling)
+            return self._conv_forward(x, self.weight, self.bias) + F.conv2d(self._conv_forward(x, lora_A, None),
+                                                                            lora_B * scaling)
         rank = lora_A.shape[0]
-        if lora_A.shape[2:] == (1, 1) and self.stride == (1, 1) and self.padding in ((0, 0), 'valid'):
-            hidden = batched_left_mul(lora_A.reshape(rank, -1), x.flatten(2))
-        else:
-            hidden = self._conv_forward(x, lora_A, None).flatten(2)
         up = lora_B.reshape(1, -1, rank).expand(x.shape[0], -1, -1)
+        if self.runs_as_matmul(x):
+            # B(s·A x) + b first, W x accumulated onto it in place: no pass over the output of its own
+            tokens = x.flatten(2)
+            low_rank = bias_plus_product(self.bias, up, batched_left_mul(lora_A.reshape(rank, -1) * scaling, tokens))
+            return add_scaled_product_(low_rank, self.batched(self.weight, x), tokens, 1.).view(self.output_shape(x))
+        out = self._conv_forward(x, self.weight, self.bias)
+        hidden = self._conv_forward(x, lora_A, None).flatten(2)
         return add_scaled_product_(out.flatten(2), up, hidden, scaling).view(out.shape)
+
+    def apply_adapted_kernel(self, x, kernel):
+        if self.runs_as_matmul(x):
+            return bias_plus_product(self.bias, self.batched(kernel, x), x.flatten(2)).view(self.output_shape(x))
+        return self._conv_forward(x, kernel, self.bias)
+
+    def runs_as_matmul(self, x) -> bool:
+        """Inference runs a 1×1 convolution of an NCHW batch as matrix products: on CPU oneDNN's
+        pointwise conv is slower than a GEMM at these sizes, most of all with a kernel built in the call.
+        Traces keep the convolution (FLOPs counters report it by operator), autograd too."""
+        return (self.is_pointwise and x.dim() == 4 and x.is_contiguous() and not torch.is_grad_enabled()
+                and not torch.jit.is_tracing())
+
+    @property
+    def is_pointwise(self) -> bool:
+        return (self.kernel_size == (1, 1) and self.stride == (1, 1) and self.groups == 1
+                and self.padding in ((0, 0), 'valid'))
+
+    def batched(self, kernel, x):
+        """A 1×1 kernel as the (out, in) matrix, expanded over x's batch for ``bmm``."""
+        return kernel.reshape(1, self.out_channels, -1).expand(x.shape[0], -1, -1)
+
+    def output_shape(self, x):
+        return (x.shape[0], self.out_channels, *x.shape[2:])
 
     def output_positions(self, x):
         """Input pixels over the stride: the output size up to the borders."""
