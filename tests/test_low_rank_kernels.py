@@ -196,9 +196,9 @@ def test_inference_takes_the_cheaper_form_and_computes_the_same():
 
 @pytest.mark.parametrize('bias', [True, False])
 def test_pointwise_inference_runs_as_matrix_products(bias):
-    """An NCHW batch through a 1×1 conv takes GEMMs at inference, in both forms, and gives the merged
-    layer's output; a channels_last input, a trace (FLOPs counters report the conv by operator) and
-    autograd keep the convolution."""
+    """An NCHW batch through a 1×1 conv takes GEMMs at CPU inference, in both forms, and gives the merged
+    layer's output; a channels_last input, another device, a trace (FLOPs counters report the conv by
+    operator) and autograd keep the convolution."""
     layer = adapted_conv(dict(kernel_size=1, bias=bias)).eval()
     a = layer.adapter
     x = torch.randn(2, 5, 9, 7)
@@ -214,6 +214,7 @@ def test_pointwise_inference_runs_as_matrix_products(bias):
         assert conv_calls(lambda: outputs.append(a.fused_forward(x, layer))) == 0
         nhwc = x.to(memory_format=torch.channels_last)
         assert conv_calls(lambda: layer.low_rank_branch(nhwc, a.lora_A, a.lora_B, a.scaling)) == 2
+        assert layer.runs_as_matmul(x) and not layer.runs_as_matmul(x.to('meta'))  # measured on the CPU only
         layer.merge()
         merged = layer(x)
         layer.unmerge()

@@ -221,11 +221,12 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
         return self._conv_forward(x, kernel, self.bias)
 
     def runs_as_matmul(self, x) -> bool:
-        """Inference runs a 1×1 convolution of an NCHW batch as matrix products: on CPU oneDNN's
-        pointwise conv is slower than a GEMM at these sizes, most of all with a kernel built in the call.
-        Traces keep the convolution (FLOPs counters report it by operator), autograd too."""
-        return (self.is_pointwise and x.dim() == 4 and x.is_contiguous() and not torch.is_grad_enabled()
-                and not torch.jit.is_tracing())
+        """CPU inference runs a 1×1 convolution of an NCHW batch as matrix products: oneDNN's pointwise
+        conv is slower than a GEMM at EF-L7's sizes, most of all with a kernel built in the call (not
+        measured on CUDA, which keeps cuDNN). Traces keep the convolution (FLOPs counters report it by
+        operator), autograd too."""
+        return (self.is_pointwise and x.device.type == 'cpu' and x.dim() == 4 and x.is_contiguous()
+                and not torch.is_grad_enabled() and not torch.jit.is_tracing())
 
     @property
     def is_pointwise(self) -> bool:
