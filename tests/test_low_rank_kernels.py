@@ -227,6 +227,15 @@ def test_pointwise_inference_runs_as_matrix_products(bias):
         assert 'aten::_convolution' in graph and 'baddbmm' not in graph
 
 
+def test_pointwise_kernel_is_cast_once_not_per_sample():
+    """Under autocast the 1×1 kernel is cast before it is expanded over the batch: autocast's cast of the
+    expanded kernel would copy it once per sample (8 copies of every kernel at batch 8)."""
+    layer = adapted_conv(dict(kernel_size=1)).eval()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        kernel = layer.batched(layer.weight, torch.randn(8, 5, 3, 3))
+    assert kernel.dtype == torch.bfloat16 and kernel.shape == (8, 7, 5) and kernel.stride(0) == 0
+
+
 @pytest.mark.parametrize('geometry', CONV_GEOMETRIES)
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_inference_forms_equal_the_merged_layer(geometry, channels_last):

@@ -15,6 +15,7 @@ from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
 from mmcv.cnn.bricks.wrappers import Linear as MMCVLinear
 from torch import nn
 
+from .autocast import autocast_dtype
 from .factorizations import FACTORIZATIONS, Factorization
 from .low_rank_kernels import batched_left_mul, low_rank_conv2d, low_rank_linear
 
@@ -234,7 +235,9 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
                 and self.padding in ((0, 0), 'valid'))
 
     def batched(self, kernel, x):
-        """A 1×1 kernel as the (out, in) matrix, expanded over x's batch for ``bmm``."""
+        """A 1×1 kernel as the (out, in) matrix in the compute dtype, expanded over x's batch for ``bmm``.
+        Cast before expanding: autocast's cast of the expanded kernel would copy it once per sample."""
+        kernel = kernel.to(autocast_dtype(x.device.type) or kernel.dtype)
         return kernel.reshape(1, self.out_channels, -1).expand(x.shape[0], -1, -1)
 
     def output_shape(self, x):

@@ -1,5 +1,6 @@
 """Self-check of petah_mm on a CUDA machine: mmcv's CUDA ops, the adapted backbone on CUDA against the
-CPU (training and inference), a 20-iteration ``--amp`` training run of the toy detector, and the benchmark on the GPU.
+CPU (training and inference), a 20-iteration ``--amp`` training run of the toy detector, and the
+benchmark on the GPU.
 
     python tools/analysis_tools/gpu_check.py [--work-dir work_dirs/gpu_check] [--device cuda:0]
 
@@ -87,8 +88,8 @@ def check_backbone(device):
 
 @torch.no_grad()
 def check_inference(device):
-    """The same backbone at inference, unmerged (its thin and fused forms; pointwise convs as GEMMs) and
-    merged, on CUDA (fp32 and fp16 autocast) against the CPU unmerged in fp32."""
+    """The same backbone at inference, unmerged (its thin and fused forms) and merged, on CUDA (fp32 and
+    fp16 autocast) against the CPU unmerged in fp32."""
     model = randomised_petah_l1().eval()
     x = torch.randn(2, 3, 128, 96)
     cpu_out = [o.clone() for o in model(x)]
