@@ -185,6 +185,9 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
             padding_mode=base.padding_mode,
             device='meta')
         self._attach(base, adapter_cfg)
+        #: a 1×1, stride-1, unpadded, ungrouped conv: a matrix product; decided once, it is asked in every forward
+        self.is_pointwise = (self.kernel_size == (1, 1) and self.stride == (1, 1) and self.groups == 1
+                             and self.padding in ((0, 0), 'valid'))
 
     @property
     def supports_branch(self) -> bool:
@@ -228,11 +231,6 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
         operator), autograd too."""
         return (self.is_pointwise and x.device.type == 'cpu' and x.dim() == 4 and x.is_contiguous()
                 and not torch.is_grad_enabled() and not torch.jit.is_tracing())
-
-    @property
-    def is_pointwise(self) -> bool:
-        return (self.kernel_size == (1, 1) and self.stride == (1, 1) and self.groups == 1
-                and self.padding in ((0, 0), 'valid'))
 
     def batched(self, kernel, x):
         """A 1×1 kernel as the (out, in) matrix in the compute dtype, expanded over x's batch for ``bmm``.
