@@ -34,6 +34,10 @@ def test_its_checks_pass_with_the_cpu_as_the_device(tmp_path):
     spec.loader.exec_module(tool)
     assert 'RoIAlign matches the CPU' in tool.check_mmcv_ops('cpu')
     assert 'bfloat16 worst relative error' in tool.check_backbone('cpu')
+    tool.has_bf16 = lambda device: False  # a T4 or V100: bf16 autocast would raise there
+    without_bf16 = tool.check_backbone('cpu')
+    assert 'bfloat16 not checked' in without_bf16 and 'float16 worst relative error' in without_bf16
+    assert 'bfloat16 worst' not in without_bf16
     assert 'merged fp16' in tool.check_inference('cpu')
     args = argparse.Namespace(device='cpu', work_dir=str(tmp_path))
     assert 'trained 20 iterations with BF16OptimWrapper' in tool.check_amp_training(args)
