@@ -80,8 +80,9 @@ def check_backbone(device):
     cpu_out, cpu_grads = adapted_backbone_grads(model, x)
     model.to(device)
     # bf16 keeps 8 bits of mantissa: the stem's gradients, summed over every pixel, are off by up to ~7 %
-    precisions = [(None, 1e-3), (torch.float16, 3e-2)] + ([(torch.bfloat16, 1e-1)] if has_bf16(device) else [])
-    lines = [] if has_bf16(device) else ['bfloat16 not checked: this GPU has no bf16']
+    bf16 = has_bf16(device)
+    precisions = [(None, 1e-3), (torch.float16, 3e-2)] + ([(torch.bfloat16, 1e-1)] if bf16 else [])
+    lines = [] if bf16 else ['bfloat16 not checked: this GPU has no bf16']
     for dtype, tolerance in precisions:
         out, grads = adapted_backbone_grads(model, x.to(device), dtype)
         worst = max([relative_error(a, b) for a, b in zip(out, cpu_out)] +
