@@ -13,6 +13,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from torch import nn
 
+from ..models import without_pretrained
 from ..utils import check_output_path, save_torch_atomic
 
 
@@ -59,7 +60,7 @@ def export_merged(model: nn.Module, cfg: Config, out_file: Union[str, Path], for
     save_torch_atomic(dict(state_dict=merged_state_dict(model), meta=dict(merged_from=cfg.filename)), out_file,
                       force, inputs)
     plain = Config(cfg.to_dict())
-    plain.model.backbone = model.backbone.plain_backbone_config(tested_input_size(cfg))
+    plain.model.backbone = without_pretrained(model.backbone.plain_backbone_config(tested_input_size(cfg)))
     if not needs_petah_mm(plain.model.backbone, cfg.get('default_scope')):
         plain.pop('custom_imports', None)  # nothing of petah_mm is needed any more
     plain.load_from = str(out_file)

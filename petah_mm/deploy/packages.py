@@ -6,8 +6,8 @@ A package is a directory with three files:
   method trains), checked against the shared weights' fingerprint when loaded;
 * ``task.safetensors``: everything else the task owns (neck, heads, the backbone's output
   norms);
-* ``config.json``: the task's config as JSON data, whose backbone no longer loads pretrained
-  weights itself.
+* ``config.json``: the task's config as JSON data, whose backbone loads no weights itself (no
+  ``init_cfg``, no ``pretrained`` download: :func:`petah_mm.models.without_pretrained`).
 
 The shared backbone is one ``backbone.safetensors`` for all tasks. A package is pure data:
 nothing is unpickled, and the config is parsed with ``json``, never executed like a ``.py``
@@ -22,16 +22,18 @@ import uuid
 from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 import mmengine.registry
 import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope, Registry
+from mmengine.runner import load_checkpoint
 from torch import nn
 
 from ..adapters.io import (AdapterFileError, check_task_id, check_tensors, fingerprint, read_tensor_file,
                            write_tensor_file)
+from ..models import without_pretrained
 from ..utils import atomic_write
 from ..utils.fileio import default_mode
 
@@ -82,7 +84,7 @@ def export_task_package(model: nn.Module, cfg: Config, out_dir: PathLike,
                                             dict(default_scope=cfg.default_scope, dataset_meta=dataset_meta,
                                                  task_id=task_id), kind='task'))
         task_cfg = cfg.to_dict()
-        task_cfg['model']['backbone']['init_cfg'] = None
+        task_cfg['model']['backbone'] = without_pretrained(task_cfg['model']['backbone'])
         task_cfg['load_from'] = None
         with atomic_write(staging / CONFIG_FILE, 'w') as f:
             f.write(json.dumps(dict(task_id=task_id, config=to_json_data(task_cfg)), indent=1))
@@ -194,6 +196,16 @@ def build_task_model(config: Union[Config, PathLike]) -> nn.Module:
         model = MODELS.build(cfg.model)
     model.cfg = cfg  # the libraries' inference APIs read the test pipeline from here
     return model.eval()
+
+
+def build_trained_model(config: PathLike, checkpoint: PathLike) -> Tuple[Config, nn.Module, dict]:
+    """``(config, model, checkpoint)`` of a trained model, for the export tools: every weight comes from
+    ``checkpoint`` (strict), so the config's backbone is built without its pretrained weights, and
+    without any download (:func:`petah_mm.models.without_pretrained`)."""
+    cfg = Config.fromfile(config)
+    cfg.model.backbone = without_pretrained(cfg.model.backbone)
+    model = build_task_model(cfg)
+    return cfg, model, load_checkpoint(model, str(checkpoint), map_location='cpu', strict=True)
 
 
 @torch.no_grad()

@@ -36,6 +36,7 @@ from mmengine.logging import print_log
 from mmengine.registry import MODELS, init_default_scope
 
 from petah_mm.adapters import preset_name
+from petah_mm.models import without_pretrained
 
 TRAIN = Path(__file__).resolve().parents[1] / 'train.py'
 LR_KEY = 'backbone'  # the custom_keys entry whose lr_mult is the LR factor
@@ -137,7 +138,7 @@ def final_metric(work_dir: str, metric: str, final_step: int) -> Optional[float]
 def model_stats(cfg: Config) -> Dict:
     """Arch, method, trainable backbone parameters and GFLOPs of the config's model, built without weights."""
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    model = MODELS.build(dict(cfg.model, backbone=dict(cfg.model.backbone, init_cfg=None))).eval()
+    model = MODELS.build(dict(cfg.model, backbone=without_pretrained(cfg.model.backbone))).eval()
     backbone = model.backbone
     stats = dict(arch=backbone.arch_name, method=preset_name(backbone.adapter_cfg) or backbone.adapter_plan.method,
                  params=sum(backbone.trainable_by_group().values()), flops=None)

@@ -10,10 +10,7 @@ refused unless ``--force``; the config and checkpoint given are never overwritte
 """
 import argparse
 
-from mmengine.config import Config
-from mmengine.runner import load_checkpoint
-
-from petah_mm.deploy import build_task_model, export_merged
+from petah_mm.deploy import build_trained_model, export_merged
 
 
 def main():
@@ -23,10 +20,7 @@ def main():
     parser.add_argument('out', help='merged checkpoint to write (.pth); its config goes next to it (.py)')
     parser.add_argument('--force', action='store_true', help='replace existing output files')
     args = parser.parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.model.backbone.init_cfg = None
-    model = build_task_model(cfg)
-    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    cfg, model, _ = build_trained_model(args.config, args.checkpoint)
     out = export_merged(model, cfg, args.out, force=args.force, inputs=[args.config, args.checkpoint])
     print(f'merged checkpoint {out} ({out.stat().st_size / 1e6:.1f} MB), config {out.with_suffix(".py")}')
 

@@ -9,10 +9,7 @@ unless ``--force``). Sizes are printed.
 """
 import argparse
 
-from mmengine.config import Config
-from mmengine.runner import load_checkpoint
-
-from petah_mm.deploy import build_task_model, export_shared_backbone, export_task_package
+from petah_mm.deploy import build_trained_model, export_shared_backbone, export_task_package
 from petah_mm.utils import check_output_path
 
 
@@ -26,10 +23,7 @@ def main():
     args = parser.parse_args()
     if args.backbone:  # refused before any work, not after the package is written
         check_output_path(args.backbone, args.force, inputs=[args.config, args.checkpoint])
-    cfg = Config.fromfile(args.config)
-    cfg.model.backbone.init_cfg = None  # every backbone weight comes from the checkpoint
-    model = build_task_model(cfg)
-    checkpoint = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    cfg, model, checkpoint = build_trained_model(args.config, args.checkpoint)
     sizes = export_task_package(model, cfg, args.out_dir, checkpoint.get('meta', {}).get('dataset_meta'))
     backbone = model.backbone
     print(f'{args.out_dir}: {backbone.adapter_plan.describe()}')

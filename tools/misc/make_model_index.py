@@ -1,10 +1,13 @@
-"""Write the model zoo: ``model-index.yml``, one ``metafile.yml`` per config folder, and the README table.
+"""Write the model zoo: ``model-index.yml``, one ``metafile.yml`` and one README table per config folder,
+and the short table of families in README.md.
 
-    python tools/misc/make_model_index.py     # rewrites the metafiles and the table in README.md
+    python tools/misc/make_model_index.py     # rewrites the metafiles and the tables
 
 Every released config gets an entry with its backbone, method, trainable backbone parameters,
 training data and schedule. No config has trained weights yet, so every entry says so
 (``Weights: null``, ``Results: []``): results are only added with a checkpoint that produced them.
+Each table goes between the model-zoo markers of its file (``configs/<folder>/README.md``, README.md),
+as in mmdet's ``configs/<algorithm>/README.md``; the text around the markers is the folder's own.
 """
 import argparse
 import re
@@ -19,10 +22,13 @@ from petah_mm.models import build_backbone_from_config
 
 REPO = Path(__file__).resolve().parents[2]
 FOLDERS = {
-    'cascade_rcnn': dict(collection='PETAH Cascade (Mask) R-CNN', task='Object Detection / Instance Segmentation'),
-    'sem_fpn': dict(collection='PETAH Semantic FPN', task='Semantic Segmentation'),
-    'fgvc': dict(collection='PETAH fine-grained classification', task='Image Classification'),
-    'sparse': dict(collection='Sparse-PETAH (90 % sparse EfficientFormer-L7)', task='various'),
+    'cascade_rcnn': dict(collection='PETAH Cascade (Mask) R-CNN', task='Object Detection / Instance Segmentation',
+                         family='Cascade (Mask) R-CNN + FPN, COCO'),
+    'sem_fpn': dict(collection='PETAH Semantic FPN', task='Semantic Segmentation', family='Semantic FPN, ADE20K'),
+    'fgvc': dict(collection='PETAH fine-grained classification', task='Image Classification',
+                 family='Linear head, six fine-grained datasets'),
+    'sparse': dict(collection='Sparse-PETAH (90 % sparse EfficientFormer-L7)', task='various',
+                   family='The three above on a 90 %-sparse EF-L7'),
 }
 PAPER = dict(Title='PETAH: Parameter Efficient Task Adaptation for Hybrid Transformers in a resource-limited '
              'Context (Augustin et al., 2024)')
@@ -75,43 +81,71 @@ def released_configs(folder: str):
     return sorted((REPO / 'configs' / folder).glob('*.py'))
 
 
-def markdown(entries) -> str:
-    """One row per task/dataset and schedule, one column per preset, links per backbone."""
-    table = defaultdict(dict)
+def methods_of(matches) -> list:
+    """The presets the configs use, in the order of ``PRESETS``."""
+    used = {m['method'] for m in matches}
+    return [m for m in PRESETS if m in used]
+
+
+def backbone_label(match) -> str:
+    return match['backbone'].upper() + (' (90 % sparse)' if match['sparse'] else '')
+
+
+def family_table(entries) -> str:
+    """A folder's configs: one row per setting (algorithm, schedule, dataset) and backbone, one column per
+    preset; a cell gives the trainable backbone parameters and links the config (next to the README)."""
+    rows = defaultdict(dict)
     for e in entries:
         match = NAME.fullmatch(e['Name'])
-        row = f'{match["algo"] or "linear"} {match["rest"]}' + (' (sparse)' if match['sparse'] else '')
-        table[row].setdefault(match['method'], []).append(f'[{match["backbone"].upper()}]({e["Config"]})')
-    methods = [m for m in PRESETS if any(m in cells for cells in table.values())]
-    lines = ['| config | ' + ' | '.join(methods) + ' |', '|---' * (len(methods) + 1) + '|']
-    lines += [f'| `{row}` | ' + ' | '.join(' '.join(cells.get(m, [])) or '-' for m in methods) + ' |'
-              for row, cells in table.items()]
+        params = f'{e["Metadata"]["Trainable Backbone Parameters"] / 1e6:.3f}M'
+        rows[(f'{match["algo"] or "linear"} {match["rest"]}', backbone_label(match))][match['method']] = (
+            f'[{params}]({Path(e["Config"]).name})')
+    methods = methods_of(NAME.fullmatch(e['Name']) for e in entries)
+    lines = ['| setting | backbone | ' + ' | '.join(methods) + ' |', '|---' * (len(methods) + 2) + '|']
+    lines += [f'| `{setting}` | {backbone} | ' + ' | '.join(cells.get(m, '-') for m in methods) + ' |'
+              for (setting, backbone), cells in rows.items()]
     return '\n'.join(lines)
 
 
-def update_readme(table: str) -> None:
-    """Replace what stands between the model-zoo markers of README.md."""
-    readme = REPO / 'README.md'
-    text = readme.read_text()
+def families_table(entries_by_folder: dict) -> str:
+    """README.md's short table: one row per folder, linking its README."""
+    lines = ['| family | task | backbones | methods | configs |', '|---|---|---|---|---|']
+    for folder, entries in entries_by_folder.items():
+        info, matches = FOLDERS[folder], [NAME.fullmatch(e['Name']) for e in entries]
+        backbones = ', '.join(dict.fromkeys(m['backbone'].upper() for m in matches))
+        lines.append(f'| [{info["family"]}](configs/{folder}/README.md) | {info["task"]} | {backbones} | '
+                     f'{", ".join(methods_of(matches))} | {len(entries)} |')
+    return '\n'.join(lines)
+
+
+def with_table(path: Path, table: str) -> str:
+    """The text of ``path`` with ``table`` between its model-zoo markers."""
+    text = path.read_text() if path.is_file() else ''
+    if ZOO_START not in text or ZOO_END not in text:
+        raise ValueError(f'{path.relative_to(REPO)}: no model-zoo markers; put the two lines {ZOO_START} and '
+                         f'{ZOO_END} where its table goes')
     start, end = text.index(ZOO_START) + len(ZOO_START), text.index(ZOO_END)
-    readme.write_text(text[:start] + '\n' + table + '\n' + text[end:])
+    return text[:start] + '\n' + table + '\n' + text[end:]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.parse_args()
-    cache, index, everything = {}, [], []
+    cache, by_folder, outputs = {}, {}, {}
     for folder, info in FOLDERS.items():
         entries = [entry(path, cache) for path in released_configs(folder)]
         metafile = dict(Collections=[dict(Name=info['collection'], Metadata={'Task': info['task']}, Paper=PAPER,
                                           Code=dict(URL='petah_mm/adapters/backbone.py'))],
                         Models=entries)
-        path = REPO / 'configs' / folder / 'metafile.yml'
-        path.write_text(yaml.safe_dump(metafile, sort_keys=False, width=120))
-        index.append(str(path.relative_to(REPO)))
-        everything += entries
-    (REPO / 'model-index.yml').write_text(yaml.safe_dump({'Import': index}, sort_keys=False))
-    update_readme(markdown(everything))
+        outputs[REPO / 'configs' / folder / 'metafile.yml'] = yaml.safe_dump(metafile, sort_keys=False, width=120)
+        readme = REPO / 'configs' / folder / 'README.md'
+        outputs[readme] = with_table(readme, family_table(entries))
+        by_folder[folder] = entries
+    index = [str(path.relative_to(REPO)) for path in outputs if path.name == 'metafile.yml']
+    outputs[REPO / 'model-index.yml'] = yaml.safe_dump({'Import': index}, sort_keys=False)
+    outputs[REPO / 'README.md'] = with_table(REPO / 'README.md', families_table(by_folder))
+    for path, text in outputs.items():  # written only once every file's text is known
+        path.write_text(text)
 
 
 if __name__ == '__main__':

@@ -95,8 +95,9 @@ def pretrained_checkpoint(backbone_cfg: dict) -> Optional[str]:
 def with_pretrained(backbone_cfg: dict, checkpoint: Optional[str]) -> dict:
     """A backbone config whose only weights are ``checkpoint``, loaded by its Pretrained ``init_cfg`` (the
     inner backbone's, for a PETAHBackbone; other keys of the config's one, such as ``prefix``, stay), or
-    no weights at all for None; never a ``pretrained`` download of a wrapped backbone (timm's
-    ``pretrained=True``)."""
+    no weights at all for None; never the backbone's own ``pretrained`` switch (timm's and
+    ``mmpretrain.TIMMBackbone``'s ``pretrained=True`` downloads when the model is built; older
+    backbones take a checkpoint path there), wrapped or plain."""
     wrapped = backbone_cfg.get('type') == 'PETAHBackbone'
     owner = dict(_weights_owner(backbone_cfg))
     if checkpoint is not None:
@@ -106,14 +107,15 @@ def with_pretrained(backbone_cfg: dict, checkpoint: Optional[str]) -> dict:
                                        checkpoint=checkpoint)
     else:
         owner['init_cfg'] = None
-    if wrapped and 'pretrained' in owner:
+    if 'pretrained' in owner:
         owner['pretrained'] = False if isinstance(owner['pretrained'], bool) else None
     return dict(backbone_cfg, init_cfg=None, backbone=owner) if wrapped else owner
 
 
 def without_pretrained(backbone_cfg: dict) -> dict:
-    """A backbone config that loads no weights: no ``init_cfg``, and no ``pretrained`` download of a
-    wrapped backbone (timm's ``pretrained=True``)."""
+    """A backbone config that loads no weights: no ``init_cfg``, and no ``pretrained`` download (timm's
+    ``pretrained=True``), of the inner backbone of a PETAHBackbone or of a plain one. Every writer of a
+    config whose weights come from elsewhere (a checkpoint, a task package) goes through this."""
     return with_pretrained(backbone_cfg, None)
 
 
