@@ -112,6 +112,9 @@ def test_merged_export_of_a_wrapped_timm_fastvit_builds_without_a_download(tmp_p
     config = tmp_path / 'fastvit_cls.py'
     fastvit_classifier().dump(config)
     cfg, model, _ = build_trained_model(config, trained_fastvit(tmp_path))  # export_merged.py's first step
+    # a model trained from the released config (by tools/train.py) remembers its inner config as built,
+    # pretrained=True included: the merged config must still not download
+    model.backbone.host_cfg['pretrained'] = True
     out = export_merged(model, cfg, tmp_path / 'merged.pth')
     plain_cfg = Config.fromfile(out.with_suffix('.py'))
     assert plain_cfg.model.backbone.type == 'mmpretrain.TIMMBackbone' and plain_cfg.model.backbone.pretrained is False

@@ -102,8 +102,10 @@ def family_table(entries) -> str:
             f'[{params}]({Path(e["Config"]).name})')
     methods = methods_of(NAME.fullmatch(e['Name']) for e in entries)
     lines = ['| setting | backbone | ' + ' | '.join(methods) + ' |', '|---' * (len(methods) + 2) + '|']
-    lines += [f'| `{setting}` | {backbone} | ' + ' | '.join(cells.get(m, '-') for m in methods) + ' |'
-              for (setting, backbone), cells in rows.items()]
+    settings, backbones = (list(dict.fromkeys(key[i] for key in rows)) for i in (0, 1))  # first-seen order
+    order = sorted(rows, key=lambda key: (settings.index(key[0]), backbones.index(key[1])))
+    lines += [f'| `{setting}` | {backbone} | ' + ' | '.join(rows[setting, backbone].get(m, '-') for m in methods) + ' |'
+              for setting, backbone in order]
     return '\n'.join(lines)
 
 
