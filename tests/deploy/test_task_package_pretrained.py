@@ -70,22 +70,23 @@ def fastvit_classifier() -> Config:
 
 
 def trained_fastvit(tmp_path) -> Path:
-    """A checkpoint of the classifier with seeded random adapters standing in for training."""
+    """A checkpoint of the classifier with seeded random task tensors (its adapters) standing in for training."""
     cfg = fastvit_classifier()
     cfg.model.backbone = without_pretrained(cfg.model.backbone)
     model = build_task_model(cfg)
     g = torch.Generator().manual_seed(0)
+    task = model.backbone.task_state_dict()  # state-dict tensors share the parameters' storage
+    assert any('lora' in name for name in task), sorted(task)[:5]
     with torch.no_grad():
-        for name, param in model.backbone.named_parameters():
-            if '.adapter.' in name:
-                param.copy_(torch.randn(param.shape, generator=g) * 0.05)
+        for tensor in task.values():
+            tensor.copy_(torch.randn(tensor.shape, generator=g) * 0.05)
     torch.save(dict(state_dict=model.state_dict(), meta={}), tmp_path / 'trained.pth')
     return tmp_path / 'trained.pth'
 
 
 def test_the_guard_sees_the_download_the_released_config_asks_for(no_downloads):
-    """Without without_pretrained, building the released FastViT config tries to download: the guard
-    below is what would fail if an exported config kept ``pretrained=True``."""
+    """Building the released FastViT config as it is tries to download: this is what the tests below
+    would see if an exported config kept ``pretrained=True``."""
     with pytest.raises(DownloadAttempted):
         build_task_model(fastvit_classifier())
 
@@ -93,7 +94,7 @@ def test_the_guard_sees_the_download_the_released_config_asks_for(no_downloads):
 def test_task_package_of_a_wrapped_timm_fastvit_builds_without_a_download(tmp_path, no_downloads):
     config = tmp_path / 'fastvit_cls.py'
     fastvit_classifier().dump(config)
-    cfg, model, _ = build_trained_model(config, trained_fastvit(tmp_path))  # export_task.py's first step
+    _, model, _ = build_trained_model(config, trained_fastvit(tmp_path))  # export_task.py's first step
     # the training config itself, pretrained=True and all, is what a library user hands to the export
     export_task_package(model, fastvit_classifier(), tmp_path / 'cls')
     export_shared_backbone(model, tmp_path / 'backbone.safetensors')
