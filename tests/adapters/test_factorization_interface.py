@@ -124,4 +124,6 @@ def test_adapter_files_record_the_settings_and_refuse_another(build_ef, tmp_path
                                                r'in the model; conv.decompose_both'):
         target.load_adapter(tmp_path / 'lokr.safetensors')
     same = build_ef(adapter=dict(factorization='lokr', factor=4))
+    same.load_state_dict(source.shared_state_dict(), strict=False)  # the same frozen weights
     same.load_adapter(tmp_path / 'lokr.safetensors')
+    assert all(torch.equal(t, source.task_state_dict()[n]) for n, t in same.task_state_dict().items())

@@ -6,8 +6,9 @@
 
 Only the backbone is built (no weights are downloaded): the target groups it found (declared or
 discovered) are listed, then the trainable parameters per adapter group (attention LoRA, MLP
-LoRA, conv LoRA, or the config's factorization with its own settings) and ``other`` (backbone weights that train themselves, as in attention or full
-fine-tuning). The task-owned output norms train too, but are stored with the heads.
+LoRA, conv LoRA; or the config's factorization, with its own settings) and ``other`` (backbone
+weights that train themselves, as in attention or full fine-tuning). The task-owned output norms
+train too, but are stored with the heads.
 """
 import argparse
 

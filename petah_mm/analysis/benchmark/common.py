@@ -6,7 +6,6 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from torch import nn
 
-import petah_mm  # noqa: F401  (registers the backbones)
 from petah_mm.adapters import is_adapter_key
 from petah_mm.adapters.presets import preset
 from petah_mm.models import without_pretrained
