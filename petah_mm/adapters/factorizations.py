@@ -104,15 +104,12 @@ class Factorization(nn.Module):
         """Autograd through op(x, merged kernel): exact for any factorization and any layer."""
         return layer.apply_adapted_kernel(x, self.merged_weight(layer.weight))
 
-    def use_form(self, form: Optional[str]) -> None:
-        """Run every unmerged forward in ``form`` (one of :attr:`forms`), or choose per call again (None).
+    def use_form(self, form: str) -> None:
+        """Run every unmerged forward of this factorization in ``form``, one of :attr:`forms`.
 
         For ablations that measure what a form's choice is worth. The choice shadows
         :meth:`adapted_forward` on this instance, so the default dispatch pays nothing for it.
         """
-        if form is None:
-            self.__dict__.pop('adapted_forward', None)
-            return
         if form not in self.forms:
             raise ValueError(f'{type(self).__name__} has no forward form {form!r}; its forms: {", ".join(self.forms)}')
         self.adapted_forward = getattr(self, f'{form}_forward')

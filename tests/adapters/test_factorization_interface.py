@@ -64,8 +64,12 @@ def test_settings_are_the_constructors_own_keywords():
     assert settings['lokr'] == dict(factor=-1, decompose_both=False)
 
 
-def test_unknown_forms_are_refused_by_name():
-    layer = adapt_layer('fc', nn.Linear(4, 4), dict(type='lora', rank=2))
+def test_a_forced_form_runs_and_unknown_forms_are_refused_by_name():
+    layer = adapt_layer('fc', nn.Linear(4, 4).requires_grad_(False), dict(type='lora', rank=2)).train()
+    x = torch.randn(3, 4)
+    assert type(layer(x).grad_fn).__name__ == 'LowRankLinearBackward'  # training's default form
+    layer.adapter.use_form('fused')
+    assert type(layer(x).grad_fn).__name__ == 'AddmmBackward0'  # F.linear(x, W + ΔW) with autograd
     with pytest.raises(ValueError, match="LoRA has no forward form 'thin2'; its forms: kernel, branch, thin, fused"):
         layer.adapter.use_form('thin2')
 
