@@ -36,7 +36,10 @@ class AdapterPlan:
         return tuple(self.adapters) + self.trainable_groups
 
     def describe(self) -> str:
-        parts = [f'{group}: {cfg["type"]} r={cfg["rank"]}' for group, cfg in self.adapters.items()]
+        def settings(cfg):
+            return ''.join(f' {k}={v}' for k, v in cfg.items() if k not in ('type', 'rank', 'alpha', 'dropout'))
+
+        parts = [f'{group}: {cfg["type"]} r={cfg["rank"]}{settings(cfg)}' for group, cfg in self.adapters.items()]
         if self.train_all:
             parts.append('all backbone weights train')
         parts += [f'{group}: weights train' for group in self.trainable_groups]
