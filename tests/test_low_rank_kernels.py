@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from petah_mm.adapters import adapt_layer
-from petah_mm.adapters.layers import AdaptedConv2d
+from petah_mm.adapters.lora import LoRA
 from petah_mm.adapters.low_rank_kernels import low_rank_conv2d, low_rank_linear
 
 CONV_GEOMETRIES = [
@@ -124,8 +124,7 @@ def test_gradient_checkpointing_gives_the_kernels_gradients(build_ef):
     x = torch.randn(2, 3, 64, 64)
     grads, kernel_calls = [], []
     for model in (plain, checkpointed):
-        with mock.patch.object(AdaptedConv2d, 'low_rank_kernel', autospec=True,
-                               side_effect=AdaptedConv2d.low_rank_kernel) as kernel:
+        with mock.patch.object(LoRA, 'kernel_forward', autospec=True, side_effect=LoRA.kernel_forward) as kernel:
             sum(o.square().mean() for o in model.train()(x.clone().requires_grad_())).backward()
         kernel_calls.append(kernel.call_count)
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
@@ -138,7 +137,7 @@ def test_gradient_checkpointing_gives_the_kernels_gradients(build_ef):
 def output_kind(layer, x):
     """'kernel', 'two-layer' (Eq. (2) with autograd), 'thin' (inference's two-layer form) or 'fused'."""
     with mock.patch.object(layer.adapter, 'branch_forward', wraps=layer.adapter.branch_forward) as branch, \
-            mock.patch.object(layer, 'low_rank_branch', wraps=layer.low_rank_branch) as thin:
+            mock.patch.object(layer.adapter, 'thin_forward', wraps=layer.adapter.thin_forward) as thin:
         out = layer(x)
     if out.grad_fn is not None and type(out.grad_fn).__name__ in KERNELS:
         return 'kernel'
@@ -210,10 +209,10 @@ def test_pointwise_inference_runs_as_matrix_products(bias):
 
     with torch.no_grad():
         outputs = []
-        assert conv_calls(lambda: outputs.append(layer.low_rank_branch(x, a.lora_A, a.lora_B, a.scaling))) == 0
+        assert conv_calls(lambda: outputs.append(a.thin_forward(x, layer))) == 0
         assert conv_calls(lambda: outputs.append(a.fused_forward(x, layer))) == 0
         nhwc = x.to(memory_format=torch.channels_last)
-        assert conv_calls(lambda: layer.low_rank_branch(nhwc, a.lora_A, a.lora_B, a.scaling)) == 2
+        assert conv_calls(lambda: a.thin_forward(nhwc, layer)) == 2
         assert layer.runs_as_matmul(x) and not layer.runs_as_matmul(x.to('meta'))  # measured on the CPU only
         layer.merge()
         merged = layer(x)
@@ -246,7 +245,7 @@ def test_inference_forms_equal_the_merged_layer(geometry, channels_last):
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
     with torch.no_grad():
-        thin = layer.low_rank_branch(x, layer.adapter.lora_A, layer.adapter.lora_B, layer.adapter.scaling)
+        thin = layer.adapter.thin_forward(x, layer)
         fused = layer.adapter.fused_forward(x, layer)
         layer.merge()
         merged = layer(x)
@@ -256,7 +255,7 @@ def test_inference_forms_equal_the_merged_layer(geometry, channels_last):
     nn.init.normal_(fc.adapter.lora_B)
     tokens = torch.randn(2, 5, 6)
     with torch.no_grad():
-        thin = fc.low_rank_branch(tokens, fc.adapter.lora_A, fc.adapter.lora_B, fc.adapter.scaling)
+        thin = fc.adapter.thin_forward(tokens, fc)
         fc.merge()
         torch.testing.assert_close(thin, fc(tokens), rtol=1e-5, atol=1e-5)
 
@@ -272,7 +271,7 @@ def test_inference_forms_run_under_bf16_autocast(geometry):
     for layer, x in ((conv, torch.randn(2, 5, 9, 7)), (fc, torch.randn(2, 5, 6))):
         a = layer.adapter
         with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
-            thin = layer.low_rank_branch(x, a.lora_A, a.lora_B, a.scaling)
+            thin = a.thin_forward(x, layer)
             fused = a.fused_forward(x, layer)
             layer.merge()
             merged = layer(x)

@@ -26,13 +26,22 @@ from mmengine.logging import print_log
 
 from ..utils import NormEvalMixin, convert_frozen_batchnorm
 from .discovery import as_targets, describe_groups, discover_groups, fused_attention
+from .factorizations import factorization_class
 from .injector import Targets, adapted_layers, inject_adapters, set_trainable, task_parameter_names
 from .io import check_adapter, check_task_id, fingerprint, read_tensor_file, write_tensor_file
+from .layers import ADAPTER_KEY
 from .methods import AdapterPlan, build_plan
 
 #: top-level modules of OpenMMLab backbones that normalise each output (mmdet's Swin, mmpretrain's
 #: EfficientFormer): fresh for dense tasks, so they belong to each task
 OUTPUT_NORM = re.compile(r'norm\d+')
+
+
+def adapter_record(cfg: dict) -> dict:
+    """One group's adapter config as a file records it: type, rank, alpha, then the factorization's settings."""
+    settings = factorization_class(cfg['type']).settings()
+    return dict(type=cfg['type'], rank=cfg['rank'], alpha=float(cfg['rank'] if cfg['alpha'] is None else cfg['alpha']),
+                **{key: cfg.get(key, default) for key, default in settings.items()})
 
 
 class AdaptedBackboneMixin(NormEvalMixin):
@@ -131,14 +140,14 @@ class AdaptedBackboneMixin(NormEvalMixin):
         task = set(self.task_param_names)
         for name, param in self.named_parameters():
             if param.requires_grad and name in task:
-                layer = name.split('.adapter.')[0]
-                counts[group_of[layer] if '.adapter.' in name else 'other'] += param.numel()
+                layer = name.split(ADAPTER_KEY)[0]
+                counts[group_of[layer] if ADAPTER_KEY in name else 'other'] += param.numel()
         return counts
 
     def reset_adapters(self) -> None:
         """Zero every delta again: identity with the frozen backbone, whatever ran before."""
         for layer in adapted_layers(self).values():
-            layer.adapter.reset_parameters()
+            layer.reset_adapter()
 
     def merge_adapters(self) -> None:
         for layer in adapted_layers(self).values():
@@ -173,13 +182,14 @@ class AdaptedBackboneMixin(NormEvalMixin):
         return fingerprint(self.shared_state_dict().items())
 
     def adapter_metadata(self) -> dict:
+        """What an adapter file records and loading checks: per group the factorization, its rank and alpha
+        and every setting of its own, defaults included (a file says what it holds, whatever the defaults
+        become)."""
         return dict(
             backbone=type(self).__name__,
             arch=self.arch_name,
             method=self.adapter_plan.method,
-            adapters={group: dict(type=cfg['type'], rank=cfg['rank'],
-                                  alpha=float(cfg['rank'] if cfg['alpha'] is None else cfg['alpha']))
-                      for group, cfg in self.adapter_plan.adapters.items()},
+            adapters={group: adapter_record(cfg) for group, cfg in self.adapter_plan.adapters.items()},
             dropout=self.adapter_cfg.get('dropout', 0.))
 
     def save_adapter(self, path: Union[str, Path], force: bool = False, task_id: Optional[str] = None) -> int:

@@ -9,7 +9,7 @@ from typing import Dict, List, Sequence
 from torch import nn
 
 from ..utils.modules import replace_module
-from .layers import AdaptedLayerMixin, adapt_layer
+from .layers import ADAPTER_KEY, AdaptedLayerMixin, adapt_layer
 from .methods import AdapterPlan
 
 Targets = Dict[str, Sequence[str]]
@@ -48,7 +48,7 @@ def task_parameter_names(model: nn.Module, targets: Targets, plan: AdapterPlan) 
     """The backbone parameters a task owns under ``plan``: what trains and what an adapter file holds."""
     if plan.train_all:
         return [name for name, _ in model.named_parameters()]
-    names = [f'{layer}.adapter.{param}' for layer, module in adapted_layers(model).items()
+    names = [f'{layer}{ADAPTER_KEY}{param}' for layer, module in adapted_layers(model).items()
              for param, _ in module.adapter.named_parameters()]
     for group in plan.trainable_groups:
         for module_name in resolve_targets(model, targets, group, plan.method):

@@ -33,14 +33,24 @@ def check_adapter(path, tensors: Dict[str, torch.Tensor], meta: Dict[str, object
     """Raise :class:`AdapterFileError` on the first mismatch between a file and the model."""
     for key in CHECKED_KEYS:
         if meta.get(key) != expected_meta[key]:
-            raise AdapterFileError(f'{path}: {key} mismatch: the file has {meta.get(key)!r}, the model '
-                                   f'has {expected_meta[key]!r}; build the model with the config the '
-                                   'adapter was trained with')
+            raise AdapterFileError(f'{path}: {key} mismatch{differing_settings(meta.get(key), expected_meta[key])}: '
+                                   f'the file has {meta.get(key)!r}, the model has {expected_meta[key]!r}; build '
+                                   'the model with the config the adapter was trained with')
     if meta.get('frozen_fingerprint') != frozen_fingerprint:
         raise AdapterFileError(f'{path}: the adapter was trained on different frozen weights (fingerprint '
                                f'{meta.get("frozen_fingerprint")}, this backbone has {frozen_fingerprint}); '
                                'load the same pretrained checkpoint before the adapter')
     check_tensors(path, tensors, own)
+
+
+def differing_settings(found, expected) -> str:
+    """`` (attn.factor: 4 in the file, -1 in the model)`` for two ``adapters`` records, else ''."""
+    if not (isinstance(found, dict) and isinstance(expected, dict)):
+        return ''
+    diffs = [f'{group}.{key}: {(found.get(group) or {}).get(key)!r} in the file, {cfg.get(key)!r} in the model'
+             for group, cfg in expected.items() if isinstance(cfg, dict)
+             for key in cfg if (found.get(group) or {}).get(key) != cfg.get(key)]
+    return f' ({"; ".join(diffs)})' if diffs else ''
 
 
 def check_task_id(path, meta: Dict[str, object], task_id: Optional[str]) -> None:

@@ -16,23 +16,19 @@ from mmcv.cnn.bricks.wrappers import Linear as MMCVLinear
 from torch import nn
 
 from .autocast import autocast_dtype
-from .factorizations import FACTORIZATIONS, Factorization
-from .low_rank_kernels import batched_left_mul, low_rank_conv2d, low_rank_linear
+from .factorizations import Factorization, factorization_class
 
-#: state-dict key (under the layer's prefix) marking a state dict taken while merged; '.adapter.' filters drop it
-MERGED_KEY = 'adapter.merged'
+#: the attribute an adapted layer holds its factorization in, hence the prefix of every adapter state-dict key
+ADAPTER_ATTR = 'adapter'
+#: what every adapter key, and no frozen key, contains: ``<layer>.adapter.<factor>``
+ADAPTER_KEY = f'.{ADAPTER_ATTR}.'
+#: state-dict key (under the layer's prefix) marking a state dict taken while merged; ADAPTER_KEY filters drop it
+MERGED_KEY = f'{ADAPTER_ATTR}.merged'
 
 
-def add_scaled_product_(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor, scaling: float) -> torch.Tensor:
-    """``out += scaling · left @ right`` for batches of matrices, as one in-place ``baddbmm_``: one pass
-    over ``out``, no temporary of its size (``addmm_`` copies its output once more). ``out`` must be a
-    fresh result that nothing else holds. While tracing it is ``out + scaling · left @ right``, the ops
-    that FLOPs counters count."""
-    if left.dtype != out.dtype or right.dtype != out.dtype:  # in-place ops are not autocast's
-        left, right = left.to(out.dtype), right.to(out.dtype)
-    if torch.jit.is_tracing():
-        return out + (left @ right) * scaling
-    return out.baddbmm_(left, right, alpha=scaling)
+def is_adapter_key(name: str) -> bool:
+    """Whether a parameter or state-dict name belongs to an adapter (the tensors a task owns)."""
+    return ADAPTER_KEY in name
 
 
 def bias_plus_product(bias: Optional[torch.Tensor], left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -41,7 +37,7 @@ def bias_plus_product(bias: Optional[torch.Tensor], left: torch.Tensor, right: t
 
 
 class AdaptedLayerMixin:
-    """Merge / unmerge shared by the adapted Linear and Conv2d.
+    """What every factorization shares: merge / unmerge, state-dict marks, dispatch to the factorization.
 
     Merging keeps the frozen kernel aside and unmerging puts that very tensor back, so any number
     of merge/unmerge cycles (task switches) leaves the shared weights bit-identical, whatever the
@@ -55,13 +51,18 @@ class AdaptedLayerMixin:
         self.weight = base.weight
         self.bias = base.bias
         kwargs = dict(adapter_cfg)
-        # get + call rather than build: a build would look for this registry in the default scope
-        self.adapter = FACTORIZATIONS.get(kwargs.pop('type'))(weight_shape=base.weight.shape, **kwargs)
+        self.adapter = factorization_class(kwargs.pop('type'))(weight_shape=base.weight.shape, **kwargs)
         self.adapter.to(device=base.weight.device, dtype=base.weight.dtype)
         self.merged = False
         # a buffer, so that .to() / .cuda() / .half() while merged move it with the weight; not persistent:
         # a state dict holds the weight once
         self.register_buffer('_frozen_weight', None, persistent=False)
+        self.reset_adapter()
+
+    @torch.no_grad()
+    def reset_adapter(self) -> None:
+        """Re-initialise the factorization against the frozen kernel: identity with the frozen layer."""
+        self.adapter.reset_parameters(self._frozen_weight if self.merged else self.weight)
 
     def apply_kernel(self, x: torch.Tensor, kernel: torch.Tensor,
                      bias: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -98,38 +99,26 @@ class AdaptedLayerMixin:
     def supports_branch(self) -> bool:
         return True
 
-    def low_rank_kernel_applies(self, x: torch.Tensor) -> bool:
-        """The low-rank kernels give no gradient to the frozen weight and bias."""
-        frozen = not self.weight.requires_grad and (self.bias is None or not self.bias.requires_grad)
-        return frozen and self.supports_branch
-
     def output_positions(self, x: torch.Tensor) -> int:
         """How many output vectors (batch × tokens or pixels) this layer computes for ``x``."""
         raise NotImplementedError
 
-    def low_rank_kernel(self, x, lora_A, lora_B, scaling) -> torch.Tensor:
-        raise NotImplementedError
-
-    def low_rank_branch(self, x, lora_A, lora_B, scaling) -> torch.Tensor:
-        """Inference's two-layer form op(x, W) + s·B(A(x)) (no dropout, no autograd needed)."""
-        raise NotImplementedError
-
     @torch.no_grad()
     def merge(self) -> None:
-        """Add ΔW into the frozen kernel, so inference costs exactly a plain layer.
+        """Write the factorization's merged kernel into the weight, so inference costs exactly a plain layer.
 
-        The frozen bias is left as it is: LoRA's and LoHa's deltas have no bias term (A and B are
-        bias-free, Eq. (2)), so ``bias + 0`` is the merged bias.
+        The frozen bias is left as it is: no factorization here adapts a bias (LoRA's A and B are
+        bias-free, Eq. (2); DoRA rescales the kernel only), so the merged bias is the frozen one.
         """
         if self.merged:
             raise RuntimeError(f'{type(self).__name__} is already merged; call unmerge() first '
                                '(merging twice would add the delta twice)')
-        delta = self.adapter.delta_weight()
-        if not torch.isfinite(delta).all():
+        merged = self.adapter.merged_weight(self.weight.data)
+        if not torch.isfinite(merged).all():
             raise ValueError(f'refusing to merge a non-finite adapter delta into {type(self).__name__} '
                              f'{tuple(self.weight.shape)}: the adapter weights contain NaN or Inf')
         self._frozen_weight = self.weight.data
-        self.weight.data = self._frozen_weight + delta.to(self.weight.dtype)
+        self.weight.data = merged.to(self.weight.dtype)
         self.merged = True
 
     @torch.no_grad()
@@ -151,25 +140,16 @@ class AdaptedLinear(AdaptedLayerMixin, nn.Linear):
     def apply_kernel(self, x, kernel, bias=None):
         return F.linear(x, kernel, bias)
 
-    def low_rank_kernel(self, x, lora_A, lora_B, scaling):
-        return low_rank_linear(x, self.weight, self.bias, lora_A, lora_B, scaling)
-
-    def low_rank_branch(self, x, lora_A, lora_B, scaling):
-        out = F.linear(x, self.weight, self.bias)
-        hidden = F.linear(x, lora_A)
-        return add_scaled_product_(out.view(1, -1, out.shape[-1]), hidden.view(1, -1, hidden.shape[-1]),
-                                   lora_B.t().unsqueeze(0), scaling).view(out.shape)
-
     def output_positions(self, x):
         return x.numel() // x.shape[-1]
 
 
 class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
-    """Conv LoRA: A is a k×k conv with the frozen conv's geometry, B a 1×1 conv (Eq. (2)).
+    """A frozen Conv2d with a factorized delta; the geometry helpers its factorization's forms use.
 
     A grouped convolution's kernel is adapted as the 2-D matrix (out, in/groups·k²) like any
-    other, but the two-conv form does not exist for it, so it trains and runs through the
-    fused kernel W + ΔW, which is exactly what the merged layer computes.
+    other, but two-layer forms (LoRA's Eq. (2)) do not exist for it (``supports_branch``), so it
+    trains and runs through the fused kernel, which is exactly what the merged layer computes.
     """
 
     def __init__(self, base: nn.Conv2d, adapter_cfg: dict):
@@ -193,31 +173,8 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
     def supports_branch(self) -> bool:
         return self.groups == 1
 
-    def low_rank_kernel_applies(self, x):
-        plain_padding = self.padding_mode == 'zeros' and not isinstance(self.padding, str)
-        return plain_padding and super().low_rank_kernel_applies(x)
-
     def apply_kernel(self, x, kernel, bias=None):
         return self._conv_forward(x, kernel, bias)
-
-    def low_rank_kernel(self, x, lora_A, lora_B, scaling):
-        return low_rank_conv2d(x, self.weight, self.bias, lora_A, lora_B, scaling, self.stride, self.padding,
-                               self.dilation)
-
-    def low_rank_branch(self, x, lora_A, lora_B, scaling):
-        if x.dim() != 4:  # an unbatched input
-            return self._conv_forward(x, self.weight, self.bias) + F.conv2d(self._conv_forward(x, lora_A, None),
-                                                                            lora_B * scaling)
-        rank = lora_A.shape[0]
-        up = lora_B.reshape(1, -1, rank).expand(x.shape[0], -1, -1)
-        if self.runs_as_matmul(x):
-            # B(s·A x) + b first, W x accumulated onto it in place: no pass over the output of its own
-            tokens = x.flatten(2)
-            low_rank = bias_plus_product(self.bias, up, batched_left_mul(lora_A.reshape(rank, -1) * scaling, tokens))
-            return add_scaled_product_(low_rank, self.batched(self.weight, x), tokens, 1.).view(self.output_shape(x))
-        out = self._conv_forward(x, self.weight, self.bias)
-        hidden = self._conv_forward(x, lora_A, None).flatten(2)
-        return add_scaled_product_(out.flatten(2), up, hidden, scaling).view(out.shape)
 
     def apply_adapted_kernel(self, x, kernel):
         if self.runs_as_matmul(x):

@@ -1,4 +1,4 @@
-"""Training kernels for a frozen layer plus a LoRA delta: y = op(x, W + s·B·A).
+"""LoRA's math and training kernels for a frozen layer plus a LoRA delta: y = op(x, W + s·B·A).
 
 The forward runs the frozen layer once with the effective kernel W + ΔW, so it costs what the
 plain layer costs. The backward computes the input gradient through that kernel, and the
@@ -22,11 +22,27 @@ import torch
 import torch.nn.functional as F
 
 from .autocast import autocast_dtype, custom_bwd, custom_fwd
-from .factorizations import lora_kernel
 
 # aten's convolution backward with the real input: torch.nn.grad's wrappers pass a zero-stride
 # stand-in, which sends oneDNN through a slower path with an extra copy of the gradient.
 conv_backward = torch.ops.aten.convolution_backward
+
+
+def lora_delta(lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float, weight_shape) -> torch.Tensor:
+    """ΔW = reshape(B2D · A2D) · scaling, shared by merging and the low-rank training kernels."""
+    b2d = lora_B.reshape(lora_B.shape[0], -1)
+    a2d = lora_A.reshape(lora_A.shape[0], -1)
+    return (b2d @ a2d).reshape(weight_shape) * scaling
+
+
+def lora_kernel(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
+    """W + ΔW as one ``addmm`` instead of three ops (product, scaling, sum), each a pass over a
+    kernel-sized tensor: what an unmerged forward pays per layer and call."""
+    if weight.dim() == 2:  # a linear's factors are matrices already: skip four reshapes per call
+        return torch.addmm(weight, lora_B, lora_A, alpha=scaling)
+    b2d = lora_B.reshape(lora_B.shape[0], -1)
+    a2d = lora_A.reshape(lora_A.shape[0], -1)
+    return torch.addmm(weight.reshape(weight.shape[0], -1), b2d, a2d, alpha=scaling).reshape(weight.shape)
 
 
 def batched_left_mul(matrix, batch):

@@ -6,7 +6,7 @@ of its modules form each group, so the same method applies to any backbone that 
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-from .factorizations import FACTORIZATIONS
+from .factorizations import factorization_class
 
 METHODS = ('frozen', 'full', 'attn_ft', 'lora_attn', 'lora_attn_mlp', 'petah')
 
@@ -36,7 +36,10 @@ class AdapterPlan:
         return tuple(self.adapters) + self.trainable_groups
 
     def describe(self) -> str:
-        parts = [f'{group}: {cfg["type"]} r={cfg["rank"]}' for group, cfg in self.adapters.items()]
+        def settings(cfg):
+            return ''.join(f' {k}={v}' for k, v in cfg.items() if k not in ('type', 'rank', 'alpha', 'dropout'))
+
+        parts = [f'{group}: {cfg["type"]} r={cfg["rank"]}{settings(cfg)}' for group, cfg in self.adapters.items()]
         if self.train_all:
             parts.append('all backbone weights train')
         parts += [f'{group}: weights train' for group in self.trainable_groups]
@@ -48,12 +51,15 @@ def build_plan(method: str,
                conv_rank: Optional[int] = None,
                alpha: Optional[float] = None,
                dropout: float = 0.,
-               factorization: str = 'lora') -> AdapterPlan:
+               factorization: str = 'lora',
+               **settings) -> AdapterPlan:
     """Turn the ``adapter=dict(...)`` config of a backbone into an :class:`AdapterPlan`.
 
     ``rank`` is the rank of the linear (attention / MLP) adapters, ``conv_rank`` the rank of
     the convolutional adapters of PETAH. A method ignores the ranks it does not use, so that
-    switching ``adapter.method`` alone on the command line works from any config.
+    switching ``adapter.method`` alone on the command line works from any config. Any other key is
+    a setting of the factorization (LoKr's ``factor``), passed to every adapter it builds; a key
+    the factorization does not take is refused here, its value by the factorization's constructor.
     """
     if method not in METHODS:
         raise ValueError(f'unknown adapter method {method!r}; choose one of {", ".join(METHODS)}')
@@ -62,15 +68,21 @@ def build_plan(method: str,
                          'train nothing or flip the update); leave it None for alpha = rank')
     if not 0 <= dropout < 1:
         raise ValueError(f'adapter.dropout must lie in [0, 1), got {dropout!r}')
-    if factorization not in FACTORIZATIONS:
-        raise ValueError(f'unknown adapter factorization {factorization!r}; registered: '
-                         f'{", ".join(sorted(FACTORIZATIONS.module_dict))}')
+    try:
+        own = factorization_class(factorization).settings()
+    except KeyError as e:
+        raise ValueError(e.args[0]) from e
+    unknown = sorted(set(settings) - set(own))
+    if unknown:
+        raise ValueError(f'adapter.{unknown[0]} is not a setting of factorization {factorization!r} nor of the '
+                         f'methods; its own settings: {", ".join(own) or "none"} (besides rank, conv_rank, alpha, '
+                         'dropout)')
 
     def adapter(r, key):
         if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
             raise ValueError(f'adapter.{key} must be a positive integer for method {method!r}, '
                              f'got {r!r}')
-        return dict(type=factorization, rank=r, alpha=alpha, dropout=dropout)
+        return dict(type=factorization, rank=r, alpha=alpha, dropout=dropout, **settings)
 
     if method == 'frozen':
         return AdapterPlan(method)

@@ -1,8 +1,9 @@
 """The paper's adapter variants by their model-zoo names, defined once for configs and tools.
 
 The names are those of the config files (``cascade-rcnn_ef-l7-petah2_fpn_1x_coco.py``) and of the
-paper's tables; each value is the ``adapter=dict(...)`` argument of an adapted backbone. Tools and
-results files use these names; ``FAMILIES`` groups them as the paper's Figure 2 does.
+paper's tables, plus PETAH-2 with the other factorizations (``petah2-dora``, ``petah2-lokr``); each
+value is the ``adapter=dict(...)`` argument of an adapted backbone. Tools and results files use these
+names; ``FAMILIES`` groups them as the paper's Figure 2 does.
 """
 from typing import Dict, Optional
 
@@ -17,11 +18,15 @@ PRESETS: Dict[str, dict] = {
     'lora-attn-mlp-r8': dict(method='lora_attn_mlp', rank=8),
     'petah1': dict(method='petah', rank=8, conv_rank=1),
     'petah2': dict(method='petah', rank=8, conv_rank=2),
+    # PETAH-2's targets and ranks with another factorization (not in the paper)
+    'petah2-dora': dict(method='petah', rank=8, conv_rank=2, factorization='dora'),
+    'petah2-lokr': dict(method='petah', rank=8, conv_rank=2, factorization='lokr'),
 }
 #: preset -> the method family it belongs to in the paper's figures
 FAMILIES: Dict[str, str] = {
     'frozen': 'Linear probing', 'full': 'Full FT', 'attn-ft': 'ATTN FT', 'lora-attn-r8': 'LoRA ATTN',
     'lora-attn-r16': 'LoRA ATTN', 'lora-attn-mlp-r8': 'LoRA ATTN+MLP', 'petah1': 'PETAH', 'petah2': 'PETAH',
+    'petah2-dora': 'PETAH (DoRA)', 'petah2-lokr': 'PETAH (LoKr)',
 }
 
 

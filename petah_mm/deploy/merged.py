@@ -13,6 +13,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from torch import nn
 
+from ..adapters import is_adapter_key
 from ..models import without_pretrained
 from ..utils import check_output_path, save_torch_atomic
 
@@ -24,7 +25,7 @@ def merged_state_dict(model: nn.Module, backbone: Optional[nn.Module] = None) ->
     backbone = model.backbone if backbone is None else backbone
     backbone.merge_adapters()
     try:
-        return {k: v.clone() for k, v in model.state_dict().items() if '.adapter.' not in k}
+        return {k: v.clone() for k, v in model.state_dict().items() if not is_adapter_key(k)}
     finally:
         backbone.unmerge_adapters()
 

@@ -17,6 +17,8 @@ from mmengine.logging import MMLogger, print_log
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS
 
+from ..adapters import is_adapter_key
+
 #: what mmengine 0.10.7's add_params logs for each tensor, which the summary replaces
 PER_TENSOR_MESSAGES = ('is skipped since its requires_grad=False', 'paramwise_options -- ')
 
@@ -43,7 +45,7 @@ def parameter_group(name: str) -> str:
     """Where a parameter sits, for the summary: the backbone's adapters, its own weights, or the rest."""
     if not name.startswith('backbone.'):
         return 'neck and heads'
-    return 'backbone adapters' if '.adapter.' in name else 'backbone own weights'
+    return 'backbone adapters' if is_adapter_key(name) else 'backbone own weights'
 
 
 def summarize(model: nn.Module, param_groups: List[dict], base_lr: float) -> str:

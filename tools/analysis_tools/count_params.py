@@ -6,8 +6,9 @@
 
 Only the backbone is built (no weights are downloaded): the target groups it found (declared or
 discovered) are listed, then the trainable parameters per adapter group (attention LoRA, MLP
-LoRA, conv LoRA) and ``other`` (backbone weights that train themselves, as in attention or full
-fine-tuning). The task-owned output norms train too, but are stored with the heads.
+LoRA, conv LoRA; or the config's factorization, with its own settings) and ``other`` (backbone
+weights that train themselves, as in attention or full fine-tuning). The task-owned output norms
+train too, but are stored with the heads.
 """
 import argparse
 
@@ -64,15 +65,22 @@ def report(backbone) -> str:
     return '\n'.join(lines)
 
 
+def paper_table_rows():
+    """The paper's methods in its order, then every other preset that trains something (PETAH-2 with the
+    other factorizations), with '-' for the paper's value."""
+    return list(PAPER) + [name for name in PRESETS if name not in PAPER and name != 'frozen']
+
+
 def paper_table(out_indices) -> str:
     rows = ['| method | ' + ' | '.join(f'EF-{a.upper()} petah_mm | EF-{a.upper()} paper' for a in ('l1', 'l3', 'l7'))
             + ' |', '|---' * 7 + '|']
-    for name, paper in PAPER.items():
+    for name in paper_table_rows():
+        paper = PAPER.get(name, {})
         cells = []
         for arch in ('l1', 'l3', 'l7'):
             backbone = build_backbone(dict(type='PETAHEfficientFormer', arch=arch, out_indices=out_indices,
                                            reshape_last_feat=out_indices != [3]), preset(name))
-            cells += [f'{trainable(backbone) / 1e6:.3f}M', '-' if paper[arch] is None else f'{paper[arch]}M']
+            cells += [f'{trainable(backbone) / 1e6:.3f}M', '-' if paper.get(arch) is None else f'{paper[arch]}M']
         rows.append(f'| {name} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(rows)
 

@@ -57,12 +57,13 @@ def relative_error(a, b):
 
 def randomised_petah_l1():
     """PETAH-2 EfficientFormer-L1 with training-like adapter values (random weights, nothing downloaded)."""
+    from petah_mm.adapters import is_adapter_key
     from petah_mm.models import PETAHEfficientFormer
     torch.manual_seed(0)
     model = PETAHEfficientFormer(arch='l1', adapter=dict(method='petah', rank=8, conv_rank=2))
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if '.adapter.' in name:
+            if is_adapter_key(name):
                 p.normal_(0, 0.02)
     return model
 

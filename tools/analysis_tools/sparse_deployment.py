@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from petah_mm.adapters import is_adapter_key
 from petah_mm.models import DenseEfficientFormer, PETAHEfficientFormer
 from petah_mm.sparse import (SCOPES, prunable_weights, prune_, read_checkpoint, read_packed, sparsity_by_kind,
                              weight_kinds, write_checkpoint, write_packed)
@@ -52,7 +53,7 @@ def write_artifacts(args, directory: Path) -> dict:
                  base_compact=write_packed(directory / 'base.safetensors', base, meta),
                  adapter=model.save_adapter(directory / 'adapter.safetensors'))
     model.merge_adapters()
-    merged = {k: v for k, v in model.state_dict().items() if '.adapter.' not in k}
+    merged = {k: v for k, v in model.state_dict().items() if not is_adapter_key(k)}
     sizes['merged_dense'] = write_checkpoint(directory / 'merged.pth', merged, meta)
     return sizes
 

@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 from mmengine.registry import MODELS
 from mmpretrain.models.backbones.efficientformer import EfficientFormer
 
-from ...adapters import AdaptedBackboneMixin
+from ...adapters import AdaptedBackboneMixin, is_adapter_key
 from ...adapters.injector import Targets
 from .efficientformer import DenseEfficientFormer
 
@@ -53,5 +53,5 @@ class PETAHEfficientFormer(AdaptedBackboneMixin, DenseEfficientFormer):
         return super().plain_backbone_config()
 
     def pretrained_keys(self):
-        task_only = {name for name in self.task_state_dict() if '.adapter.' in name}
+        task_only = {name for name in self.task_state_dict() if is_adapter_key(name)}
         return {k: v for k, v in self.state_dict().items() if k not in task_only}

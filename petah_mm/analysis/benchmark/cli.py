@@ -1,0 +1,72 @@
+"""The command line of ``tools/analysis_tools/benchmark.py``: parse, run each job, write the report."""
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from petah_mm.adapters.presets import PRESETS
+from petah_mm.utils import atomic_write
+from .ablations import CHOICES
+from .common import AMP_PRECISION, PRECISIONS
+from .inference import inference
+from .report import markdown
+from .sizes import sizes_and_flops
+from .switch import switch_time
+from .training import train_worker, training
+
+DESCRIPTION = 'Measure what PETAH costs: inference latency, training step time, peak memory, sizes and FLOPs.'
+DEFAULT_METHODS = ['full', 'attn-ft', 'lora-attn-r8', 'petah1', 'petah2', 'frozen']
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    parser.add_argument('--config', help='benchmark model.backbone of this mmdet/mmseg/mmpretrain config')
+    parser.add_argument('--arch', default='l7', choices=['l1', 'l3', 'l7'], help='without --config')
+    parser.add_argument('--methods', nargs='+', default=DEFAULT_METHODS, choices=list(PRESETS),
+                        help='adapter presets to compare (full is the reference of the ratios)')
+    parser.add_argument('--skip-ablations', action='store_true', help='skip the three PETAH-2 ablation rows')
+    parser.add_argument('--amp', action='store_true', help='also measure every row under autocast in the dtype '
+                        'tools/train.py --amp trains with: bf16 on the CPU, fp16 on CUDA')
+    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (or 'cuda:N')")
+    parser.add_argument('--size', type=int, default=224)
+    parser.add_argument('--batch', type=int, default=8, help='batch of the training step')
+    parser.add_argument('--inference-batches', type=int, nargs='+', help='batches of the inference rows '
+                        '(default: --batch)')
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--rounds', type=int, default=1, help='training: run every method this many times, in '
+                        'rotating order, and keep its fastest round; inference: time rounds × repeats passes')
+    parser.add_argument('--out-dir', default='work_dirs/benchmark')
+    parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--method', choices=list(PRESETS), help=argparse.SUPPRESS)
+    parser.add_argument('--precision', choices=list(PRECISIONS), default='fp32', help=argparse.SUPPRESS)
+    parser.add_argument('--ablation', choices=CHOICES, default='none',
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.device.split(':')[0] not in AMP_PRECISION:
+        parser.error(f"--device {args.device}: expected 'cpu', 'cuda' or 'cuda:N'")
+    if torch.device(args.device).type == 'cuda' and not torch.cuda.is_available():
+        parser.error(f'--device {args.device}: torch sees no CUDA device here (torch {torch.__version__}); '
+                     'run on a GPU machine with a CUDA build of torch, or use --device cpu')
+    args.inference_batches = args.inference_batches or [args.batch]
+    if args.rounds < 1 or args.repeats < 1:
+        parser.error(f'--rounds {args.rounds} --repeats {args.repeats}: both must be at least 1')
+    if 'petah2' not in args.methods:
+        parser.error('--methods must include petah2: the inference and task-switch rows measure it')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        return train_worker(args)
+    report = dict(config=vars(args), threads=torch.get_num_threads(), inference=inference(args),
+                  training=training(args), sizes=sizes_and_flops(args), switch_ms=switch_time(args))
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out_dir / 'benchmark.json', 'w') as f:
+        json.dump(report, f, indent=2)
+    with atomic_write(out_dir / 'benchmark.md', 'w') as f:
+        f.write(markdown(args, report))
+    print(markdown(args, report))

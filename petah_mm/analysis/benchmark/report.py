@@ -1,0 +1,26 @@
+"""The benchmark's markdown table."""
+import torch
+
+
+def markdown(args, report) -> str:
+    inf, train, sizes = report['inference'], report['training'], report['sizes']
+    device = (f'{torch.get_num_threads()} CPU threads' if args.device == 'cpu' else
+              torch.cuda.get_device_name(args.device))
+    memory = 'peak RSS' if args.device == 'cpu' else 'max allocated'
+    lines = [f'{args.config or f"EfficientFormer-{args.arch.upper()} trunk"}, {args.size}x{args.size}, '
+             f'training batch {args.batch}, {device}. Inference: median of {args.repeats * args.rounds} interleaved '
+             f'runs; training: fastest of {args.rounds} round(s) of each method\'s median of {args.repeats} steps '
+             f'(peak memory: median over rounds); {args.warmup} warm-up runs each.',
+             '', '| inference | latency (ms) | ÷ plain | ÷ merged |', '|---|---|---|---|']
+    lines += [f'| {name} | {r["ms"]:.1f} | {r["ratio"]:.3f} | '
+              + (f'{r["ratio_to_merged"]:.3f} |' if 'ratio_to_merged' in r else '|') for name, r in inf.items()]
+    lines += ['', f'| method | train step (ms) | ÷ full | peak memory, {memory} (GB) | ÷ full | trainable params | '
+              'adapter file (MB) | GFLOPs merged | GFLOPs unmerged |', '|---|---|---|---|---|---|---|---|---|']
+    for name, r in train.items():
+        s = sizes[r['method']]
+        lines.append(f'| {name} | {r["ms"]:.0f} | {r.get("time_ratio", float("nan")):.2f} | {r["peak_gb"]:.2f} | '
+                     f'{r.get("memory_ratio", float("nan")):.2f} | {s["trainable"]:,} | {s["adapter_mb"]:.2f} | '
+                     f'{s["gflops_merged"]:.2f} | {s["gflops_unmerged"]:.2f} |')
+    lines += ['', f'Switching the shared kernels between two PETAH-2 tasks (unmerge + merge): '
+              f'{report["switch_ms"]:.1f} ms.']
+    return '\n'.join(lines) + '\n'

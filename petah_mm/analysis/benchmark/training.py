@@ -1,0 +1,99 @@
+"""Training step time and peak memory of each method, each in a fresh worker process."""
+import json
+import resource
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from petah_mm.utils.timing import median_ms, rotated
+from .ablations import ABLATIONS, undo
+from .common import NUM_CLASSES, Classifier, autocast, backbone_for, precisions, row_name
+
+
+def peak_memory_gb(device) -> float:
+    """CUDA's max allocated, or this process's peak RSS: /proc's VmHWM on Linux, because ``ru_maxrss``
+    keeps across exec the peak of the forked parent (the benchmark, holding the inference models)."""
+    if torch.device(device).type == 'cuda':
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    status = Path('/proc/self/status')
+    if status.exists():
+        return next(int(line.split()[1]) for line in status.read_text().splitlines()
+                    if line.startswith('VmHWM:')) / 2**20  # KiB
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, bytes on macOS
+    return peak / (2**30 if sys.platform == 'darwin' else 2**20)
+
+
+def train_worker(args):
+    """One method's training step in this (fresh) process; prints JSON."""
+    torch.manual_seed(0)
+    backbone = backbone_for(args, args.method)
+    undo(backbone, args.ablation)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
+    with torch.no_grad():
+        channels = backbone(x[:1])[-1].shape[1]
+    model = Classifier(backbone, channels).to(args.device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
+    y = torch.randint(0, NUM_CLASSES, (args.batch, ), device=args.device)
+    baseline = peak_memory_gb(args.device)
+    if torch.device(args.device).type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(args.device)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(args, args.precision):
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+
+    ms = median_ms(step, args.warmup, args.repeats, args.device)
+    print(json.dumps(dict(ms=ms, peak_gb=peak_memory_gb(args.device), model_gb=baseline)))
+
+
+def worker_command(args, method, ablation, precision):
+    cmd = [sys.executable, '-m', __package__, '--worker', '--method', method, '--ablation', ablation, '--precision',
+           precision, '--arch', args.arch, '--size', str(args.size), '--batch', str(args.batch), '--warmup',
+           str(args.warmup), '--repeats', str(args.repeats), '--device', args.device]
+    return cmd + (['--config', args.config] if args.config else [])
+
+
+def summarise_rounds(measured):
+    """A method's rounds: the fastest step time, the median of the rest. Other tenants of a shared VM only
+    ever add time, in bursts minutes long (one run read frozen bf16 at 3.4, 3.7 and 8.4 s): a median over
+    three rounds needs two undisturbed ones, the minimum one."""
+    summary = {key: statistics.median(m[key] for m in measured) for key in measured[0]}
+    return dict(summary, ms=min(m['ms'] for m in measured), ms_by_round=[m['ms'] for m in measured])
+
+
+def training(args):
+    """Each method's step in a fresh process, in ``--rounds`` rounds of all methods in rotating order, so that
+    a slow spell of the machine does not fall on one method's every round."""
+    runs = {m: (m, 'none') for m in args.methods}
+    if 'petah2' in args.methods and not args.skip_ablations:
+        runs.update(ABLATIONS)
+    rounds = {row_name(name, precision): [] for precision in precisions(args) for name in runs}
+    for round_index in range(args.rounds):
+        for precision in precisions(args):
+            for name in rotated(list(runs), round_index):
+                method, ablation = runs[name]
+                proc = subprocess.run(worker_command(args, method, ablation, precision), capture_output=True,
+                                      text=True)
+                if proc.returncode:
+                    raise RuntimeError(f'training benchmark of {row_name(name, precision)} failed:\n'
+                                       f'{proc.stderr[-2000:]}')
+                rounds[row_name(name, precision)].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    results = {}
+    for precision in precisions(args):
+        for name, (method, _) in runs.items():
+            results[row_name(name, precision)] = dict(summarise_rounds(rounds[row_name(name, precision)]),
+                                                      method=method)
+        full = results.get(row_name('full', precision))
+        for name in runs:
+            r = results[row_name(name, precision)]
+            if full is not None:
+                r.update(time_ratio=r['ms'] / full['ms'], memory_ratio=r['peak_gb'] / full['peak_gb'])
+    return results
