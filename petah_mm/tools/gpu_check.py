@@ -58,13 +58,9 @@ def relative_error(a, b):
 def randomised_petah_l1():
     """PETAH-2 EfficientFormer-L1 with training-like adapter values (random weights, nothing downloaded)."""
     from petah_mm.models import PETAHEfficientFormer
+    from petah_mm.testing import randomise_adapters
     torch.manual_seed(0)
-    model = PETAHEfficientFormer(arch='l1', adapter=dict(method='petah', rank=8, conv_rank=2))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if '.adapter.' in name:
-                p.normal_(0, 0.02)
-    return model
+    return randomise_adapters(PETAHEfficientFormer(arch='l1', adapter=dict(method='petah', rank=8, conv_rank=2)))
 
 
 def has_bf16(device) -> bool:

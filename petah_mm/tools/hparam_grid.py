@@ -37,7 +37,7 @@ from mmengine.registry import MODELS, init_default_scope
 
 from petah_mm.adapters import preset_name
 
-TRAIN = Path(__file__).resolve().parents[1] / 'train.py'
+TRAIN = Path(__file__).resolve().parents[2] / 'tools' / 'train.py'  # the checkout's (an editable install)
 LR_KEY = 'backbone'  # the custom_keys entry whose lr_mult is the LR factor
 # PETAH Table 7: grids per method family; linear probing has no LR factor.
 WEIGHT_DECAYS = [0.0, 2e-4, 2e-3, 2e-2]

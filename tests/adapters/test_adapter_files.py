@@ -9,22 +9,13 @@ from safetensors import safe_open
 
 from petah_mm.adapters import AdapterFileError, adapted_layers
 from petah_mm.adapters.io import read_tensor_file, write_tensor_file
-
-
-def trained(model, seed=1):
-    """Pretend training happened: random adapter values."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name in model.task_param_names:
-                param.copy_(torch.randn(param.shape, generator=g) * 0.1)
-    return model
+from petah_mm.testing import randomise_adapters
 
 
 @pytest.fixture
 def pair(build_ef):
     """A trained PETAH-2 L1 and a fresh one with the same frozen weights."""
-    source = trained(build_ef('petah'))
+    source = randomise_adapters(build_ef('petah'), seed=1, std=0.1)  # as if trained
     target = build_ef('petah')
     target.load_state_dict({k: v for k, v in source.state_dict().items() if k not in source.task_param_names},
                            strict=False)
@@ -141,7 +132,7 @@ def test_existing_file_is_not_overwritten_without_force(pair, tmp_path):
     source, _ = pair
     source.save_adapter(tmp_path / 'a.safetensors')
     before = (tmp_path / 'a.safetensors').read_bytes()
-    trained(source, seed=3)
+    randomise_adapters(source, seed=3, std=0.1)
     with pytest.raises(FileExistsError, match='force'):
         source.save_adapter(tmp_path / 'a.safetensors')
     assert (tmp_path / 'a.safetensors').read_bytes() == before
@@ -185,7 +176,7 @@ def test_interrupted_write_keeps_the_previous_file(pair, tmp_path, monkeypatch):
     path = tmp_path / 'a.safetensors'
     source.save_adapter(path)
     original = path.read_bytes()
-    trained(source, seed=2)
+    randomise_adapters(source, seed=2, std=0.1)
 
     def crash(fd):
         raise OSError('disk full')

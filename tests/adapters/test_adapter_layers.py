@@ -1,17 +1,15 @@
 """Layer-level math of the adapters: Eq. (2) of the paper, merge, unmerge, grouped convs, LoHa."""
+import functools
+
 import pytest
 import torch
 from torch import nn
 
 from petah_mm.adapters import AdaptedConv2d, AdaptedLinear, adapt_layer
+from petah_mm.testing import randomise_adapters
 
-
-def randomise(layer):
-    """Give every adapter factor random values, so the delta is not the zero of the init."""
-    with torch.no_grad():
-        for p in layer.adapter.parameters():
-            p.normal_(0, 0.5)
-    return layer
+#: every adapter factor random, of order one, so the delta is not the zero of the init
+randomise = functools.partial(randomise_adapters, std=0.5)
 
 
 def rel_err(a, b):

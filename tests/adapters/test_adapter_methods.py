@@ -7,7 +7,7 @@ from mmengine.model import BaseModule
 from mmengine.optim import OptimWrapper
 
 from petah_mm.adapters import METHODS, adapted_layers, build_plan
-from toy_backbone import ToyHybrid
+from helpers.toy_backbone import ToyHybrid
 
 
 def trainable(model):

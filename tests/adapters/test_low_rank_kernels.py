@@ -9,6 +9,7 @@ from torch import nn
 from petah_mm.adapters import adapt_layer
 from petah_mm.adapters.layers import AdaptedConv2d
 from petah_mm.adapters.low_rank_kernels import low_rank_conv2d, low_rank_linear
+from petah_mm.testing import randomise_adapters
 
 CONV_GEOMETRIES = [
     dict(kernel_size=1),  # the pointwise matrix-product path
@@ -115,10 +116,7 @@ def test_channels_last_inputs_and_weights_give_the_same_gradients():
 
 
 def test_gradient_checkpointing_gives_the_kernels_gradients(build_ef):
-    plain = build_ef()
-    for name, p in plain.named_parameters():
-        if '.adapter.' in name:
-            nn.init.normal_(p, std=0.02)
+    plain = randomise_adapters(build_ef())
     checkpointed = build_ef(with_cp=True)
     checkpointed.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 64, 64)

@@ -1,20 +1,16 @@
 """Merge mode keeps the shared weights exact and refuses what would silently break them."""
+import functools
+
 import pytest
 import torch
 from torch import nn
 
 from petah_mm.adapters import adapt_layer, adapted_layers
 from petah_mm.deploy.multitask import tie_shared_weights
+from petah_mm.testing import randomise_adapters
 
-
-def randomise(model, seed):
-    """Adapters with trained-like values, so that ΔW is not the zero of the init."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in adapted_layers(model).values():
-            for factor in layer.adapter.parameters():
-                factor.copy_(torch.randn(factor.shape, generator=g) * 0.1)
-    return model
+#: adapters with trained-like values, so that ΔW is not the zero of the init
+randomise = functools.partial(randomise_adapters, std=0.1)
 
 
 @pytest.fixture

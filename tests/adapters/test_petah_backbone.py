@@ -1,6 +1,5 @@
 """PETAHBackbone's contract: discovery, refusals, the inner backbone intact, one truth per setting."""
 import copy
-import importlib.util
 import re
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import petah_mm.adapters.backbone as backbone_module
 from petah_mm.adapters import PRESETS, adapted_layers, preset, preset_name
 from petah_mm.models import build_backbone_from_config, without_pretrained
 from petah_mm.sparse import weight_kinds
+from helpers import REPO, load_tool
 
-REPO = Path(__file__).resolve().parents[1]
 RESNET18 = dict(type='mmdet.ResNet', depth=18)
 
 
@@ -193,9 +192,7 @@ def test_a_merged_export_of_a_wrapped_backbone_needs_no_petah_mm():
 
 
 def test_count_params_reports_the_discovered_groups():
-    spec = importlib.util.spec_from_file_location('count_params', REPO / 'tools/analysis_tools/count_params.py')
-    count_params = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(count_params)
+    count_params = load_tool('tools/analysis_tools/count_params.py')
     report = count_params.report(wrap(RESNET18))
     assert 'targets discovered: conv 20 layers' in report
     assert re.search(r'conv adapters\s+20\s+' + f'{sum(wrap(RESNET18).trainable_by_group().values()):,}', report)

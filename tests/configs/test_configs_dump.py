@@ -1,11 +1,9 @@
 """The config a work dir saves holds real settings only: no petah_mm helper variable, no other arch's weights."""
-import functools
-from pathlib import Path
-
 import pytest
 from mmengine.config import Config
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
 LIBRARY_BASES = [  # what the libraries' own configs define at the top level is theirs, not ours
     'mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py',
@@ -17,15 +15,6 @@ LIBRARY_BASES = [  # what the libraries' own configs define at the top level is 
 #: mmengine Runner (``Runner.from_cfg``) settings and petah_mm's import, which the library bases leave unset
 RUNNER_KEYS = {'custom_imports', 'randomness', 'auto_scale_lr', 'custom_hooks', 'model_wrapper_cfg',
                'data_preprocessor', 'load_from', 'resume', 'work_dir', 'launcher'}
-
-
-@pytest.fixture(scope='module', autouse=True)
-def memoised_config_paths():
-    """mmengine re-reads mmpretrain's whole model index for every ``mmpretrain::`` base; memoise it."""
-    original = Config.__dict__['_get_cfg_path']
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Config, '_get_cfg_path', staticmethod(functools.lru_cache(None)(original.__func__)))
-        yield
 
 
 @pytest.fixture(scope='module')

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 RELEASED = sorted(p.relative_to(REPO).as_posix() for folder in ('cascade_rcnn', 'sem_fpn', 'fgvc', 'sparse')
                   for p in (REPO / 'configs' / folder).glob('*.py'))
 

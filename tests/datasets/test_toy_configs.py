@@ -1,12 +1,9 @@
 """write_toy_user_config: what mmengine loads from the written config, and the configs it refuses."""
-from pathlib import Path
-
 import pytest
 from mmengine.config import Config
 
 from petah_mm.datasets import TOY_CONFIGS, write_toy_user_config
-
-TOY = Path(__file__).resolve().parents[1] / 'configs' / 'toy'
+from helpers import TOY
 
 
 def load(tmp_path, name, batch_size=None, **overrides):

@@ -1,6 +1,5 @@
 """Toy datasets: reproducible to the byte, never half-written, readable by the mm* libraries."""
 import json
-import runpy
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from petah_mm.datasets import make_toy_ade20k, make_toy_classification, make_toy_coco, toy_data
+from petah_mm.tools import make_toy_data
 
 SMALL = {  # keep every dataset tiny: the whole module must stay well under 20 s
     make_toy_coco: dict(num_train=6, num_val=3),
@@ -112,14 +112,13 @@ def test_bad_arguments_fail_before_writing(tmp_path):
 
 
 def test_cli_writes_what_the_library_writes(tmp_path, capsys):
-    cli = runpy.run_path(str(Path(__file__).parents[1] / 'tools' / 'misc' / 'make_toy_data.py'))
-    cli['main'](['cls', str(tmp_path / 'cli'), '--seed', '7', '--num-classes', '3',
-                 '--num-train', '4', '--num-val', '2'])
+    make_toy_data.main(['cls', str(tmp_path / 'cli'), '--seed', '7', '--num-classes', '3', '--num-train', '4',
+                        '--num-val', '2'])
     assert json.loads(capsys.readouterr().out)['num_train_images'] == 12
     library = make_toy_classification(tmp_path / 'lib', seed=7, **SMALL[make_toy_classification])
     assert files_of(tmp_path / 'cli') == files_of(library['root'])
     with pytest.raises(SystemExit, match='2'):
-        cli['main'](['coco', str(tmp_path / 'coco'), '--num-classes', '3'])
+        make_toy_data.main(['coco', str(tmp_path / 'coco'), '--num-classes', '3'])
 
 
 def test_coco_categories_are_the_official_80():

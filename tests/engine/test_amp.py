@@ -1,25 +1,16 @@
 """Mixed precision: ``--amp`` trains in bf16 on the CPU (fp16 with a dynamic loss scale on CUDA),
 with the low-rank kernels on and fp32 master weights."""
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
 from mmengine.optim import OptimWrapper, build_optim_wrapper
-from test_dense_pipelines import DET_TOY, SEG_TOY, toy_config
 from torch import nn
 
-from petah_mm.datasets import (make_toy_ade20k, make_toy_backbone, make_toy_classification, make_toy_coco,
-                               write_toy_user_config)
 from petah_mm.engine import BF16OptimWrapper, amp_optim_wrapper
-
-REPO = Path(__file__).resolve().parents[1]
-TOY = REPO / 'configs' / 'toy'
+from helpers import CLS_TOY, DET_TOY, SEG_TOY, run
 
 
 def test_amp_picks_fp16_with_loss_scale_on_cuda_and_bf16_on_cpu():
@@ -82,38 +73,35 @@ def walk_graph(fn, seen=None):
     return seen
 
 
-def train_with_amp(config, *options):
-    work = config.parent / 'work'
-    proc = subprocess.run([sys.executable, 'tools/train.py', str(config), '--amp', '--work-dir', str(work),
-                           '--cfg-options', *options], cwd=REPO, capture_output=True, text=True, timeout=900,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
+def train_with_amp(toy_config, tmp_path, base, *options, **overrides):
+    """tools/train.py --amp on a toy config over the session's toy data; its log."""
+    config = toy_config(base, tmp_path / 'toy_user_config.py', **overrides)
+    work = tmp_path / 'work'
+    log = run('tools/train.py', config, '--amp', '--work-dir', work, '--cfg-options', *options)
     assert "type='BF16OptimWrapper'" in (work / config.name).read_text()
     losses = re.findall(r' loss: (\S+)', log)
     assert losses and all(math.isfinite(float(loss)) for loss in losses), losses
     return log
 
 
-def test_amp_trains_the_toy_classifier_on_cpu(tmp_path):
-    data = make_toy_classification(tmp_path / 'cls', num_train_per_class=2, num_val_per_class=1)['root']
-    backbone = make_toy_backbone(tmp_path / 'toy_backbone.pth')
-    config = write_toy_user_config(tmp_path / 'toy_user_config.py', TOY / 'ef-l1-petah2_toy-cls.py', data, backbone,
-                                   batch_size=8)
-    log = train_with_amp(config, 'train_cfg.max_epochs=2')  # one iteration per epoch; the LR warmup takes one
+@pytest.mark.slow
+def test_amp_trains_the_toy_classifier_on_cpu(toy_config, tmp_path):
+    # 8 training and 8 validation images of the toy set: one iteration per epoch; the LR warmup takes one
+    log = train_with_amp(toy_config, tmp_path, CLS_TOY, 'train_cfg.max_epochs=2', 'train_dataloader.dataset.indices=8',
+                         'val_dataloader.dataset.indices=8', batch_size=8)
     assert 'Epoch(train) [2][1/1]' in log and 'accuracy/top1' in log
 
 
 @pytest.mark.slow
-def test_amp_trains_the_toy_detector_on_cpu(tmp_path):
-    data = make_toy_coco(tmp_path / 'coco', num_train=4, num_val=1)['root']
-    log = train_with_amp(toy_config(tmp_path, DET_TOY, data), 'train_cfg.max_epochs=1', 'train_cfg.val_interval=2')
+def test_amp_trains_the_toy_detector_on_cpu(toy_config, tmp_path):
+    log = train_with_amp(toy_config, tmp_path, DET_TOY, 'train_cfg.max_epochs=1', 'train_cfg.val_interval=2',
+                         batch_size=2, default_hooks=dict(logger=dict(interval=1)))
     assert 'Epoch(train) [1][2/2]' in log
 
 
 @pytest.mark.slow
-def test_amp_trains_the_toy_segmentor_on_cpu(tmp_path):
-    data = make_toy_ade20k(tmp_path / 'ade', num_train=4, num_val=1)['root']
-    log = train_with_amp(toy_config(tmp_path, SEG_TOY, data), 'train_cfg.max_iters=2', 'train_cfg.val_interval=4',
-                         'default_hooks.checkpoint.interval=2')
+def test_amp_trains_the_toy_segmentor_on_cpu(toy_config, tmp_path):
+    log = train_with_amp(toy_config, tmp_path, SEG_TOY, 'train_cfg.max_iters=2', 'train_cfg.val_interval=4',
+                         'default_hooks.checkpoint.interval=2', batch_size=2,
+                         default_hooks=dict(logger=dict(interval=1)))
     assert 'Iter(train) [2/2]' in log

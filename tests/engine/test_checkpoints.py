@@ -1,7 +1,6 @@
 """Crash-safe training checkpoints: atomic writes, old files removed last, resume after SIGKILL, same RNG stream."""
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,16 +9,14 @@ import torch
 
 from petah_mm.utils import atomic_write
 from petah_mm.utils.fileio import default_mode, stale_temp_files
+from helpers import REPO, run_process
 
-REPO = Path(__file__).resolve().parents[1]
-PROBE = REPO / 'tests' / 'crash_probe.py'
+PROBE = REPO / 'tests' / 'helpers' / 'crash_probe.py'
 pytestmark = pytest.mark.skipif(not Path('/proc/self/fd').is_dir(), reason='the crash probe reads /proc/self/fd')
 
 
 def train(work_dir, max_epochs, *flags):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, str(PROBE), str(work_dir), str(max_epochs), *flags], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=300)
+    return run_process([sys.executable, PROBE, work_dir, max_epochs, *flags], timeout=300)
 
 
 def final_state(work_dir):

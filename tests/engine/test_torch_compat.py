@@ -1,4 +1,6 @@
 """mmengine checkpoints resume on torch >= 2.6 with weights_only kept on."""
+import sys
+
 import pytest
 import torch
 from mmengine.hooks import Hook
@@ -7,6 +9,7 @@ from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
 import petah_mm  # noqa: F401  (allow-lists mmengine's checkpoint globals)
+from helpers import run_process
 
 
 class LineDataset(Dataset):
@@ -88,8 +91,6 @@ def test_weights_only_is_still_enforced(tmp_path):
 
 def test_custom_imports_alone_registers_petah_mm(tmp_path):
     """A config that only says custom_imports=['petah_mm'] builds the backbone in the mmdet scope."""
-    import subprocess
-    import sys
     config = tmp_path / 'cfg.py'
     config.write_text("custom_imports = dict(imports=['petah_mm'], allow_failed_imports=False)\n"
                       "backbone = dict(type='PETAHEfficientFormer', arch='l1', adapter=dict(method='lora_attn'))\n")
@@ -97,6 +98,6 @@ def test_custom_imports_alone_registers_petah_mm(tmp_path):
               f"cfg = Config.fromfile({str(config)!r})\n"
               "from mmdet.registry import MODELS\nfrom mmengine.registry import init_default_scope\n"
               "init_default_scope('mmdet')\nprint(type(MODELS.build(cfg.backbone)).__name__)\n")
-    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().endswith('PETAHEfficientFormer')
+    proc = run_process([sys.executable, '-c', script], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith('PETAHEfficientFormer')

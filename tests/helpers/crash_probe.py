@@ -1,6 +1,6 @@
 """Train a tiny adapted model with SafeCheckpointHook; optionally SIGKILL itself in the middle of a checkpoint save.
 
-    python tests/crash_probe.py WORK_DIR MAX_EPOCHS [--resume] [--kill write|cleanup]
+    python tests/helpers/crash_probe.py WORK_DIR MAX_EPOCHS [--resume] [--kill write|cleanup]
 
 ``--kill write`` dies once ``epoch_2.pth`` is written to its temporary file but before the rename;
 ``--kill cleanup`` dies while the superseded ``epoch_1.pth`` is being removed. The data

@@ -1,16 +1,13 @@
 """FLOPs counters see what an adapted backbone computes: merged = the plain model, unmerged slightly
 more, with gradients enabled (as the libraries' get_flops.py run), in train and eval mode."""
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import mmpretrain
 import torch
 from mmengine.analysis import FlopAnalyzer
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, run
 
 
 def flops_by_operator(model, size=64):
@@ -32,11 +29,8 @@ def test_petah_counts_the_plain_flops_merged_and_slightly_more_unmerged(build_ef
 def test_mmpretrains_own_get_flops_reads_the_plain_flops_or_slightly_more(build_ef):
     """The user's route: the library's tool on a PETAH-2 config, against the plain trunk counted here."""
     tool = Path(mmpretrain.__file__).parent / '.mim' / 'tools' / 'analysis_tools' / 'get_flops.py'
-    proc = subprocess.run([sys.executable, str(tool), str(REPO / 'configs/fgvc/ef-l1-petah2_8xb128-200e_dtd.py')],
-                          cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    reported = float(re.search(r'^Flops: ([\d.]+)G$', proc.stdout, re.M)[1])
-    assert 'PythonOp' not in proc.stdout + proc.stderr
+    out = run(tool, REPO / 'configs/fgvc/ef-l1-petah2_8xb128-200e_dtd.py', timeout=600)
+    reported = float(re.search(r'^Flops: ([\d.]+)G$', out, re.M)[1])
+    assert 'PythonOp' not in out
     plain = sum(flops_by_operator(build_ef('frozen', out_indices=[3], reshape_last_feat=False).eval(), 224).values())
     assert plain / 1e9 <= reported <= 1.05 * plain / 1e9

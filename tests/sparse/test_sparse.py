@@ -2,7 +2,6 @@
 import json
 import pickle
 import re
-import runpy
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,24 +24,21 @@ from petah_mm.sparse import (PreserveSparsityHook, SparseFileError, magnitude_ma
                              read_checkpoint, read_packed, sparsity_by_kind, weight_kinds, write_checkpoint,
                              write_packed)
 from petah_mm.sparse.storage import pack_state_dict
+from petah_mm.testing import randomise_adapters
+from petah_mm.tools import prune_backbone, sparse_deployment, sparse_pack
 from petah_mm.utils.tensor_file import FORMAT_VERSION, tensor_digest
+from helpers import REPO, assert_close_scaled, reduction_length
 
-REPO = Path(__file__).resolve().parents[1]
 TRUNK = dict(arch='l1', out_indices=[3], reshape_last_feat=False)
 #: a config whose backbone is the EfficientFormer-L1 classification trunk (TRUNK)
 L1_CONFIG = str(REPO / 'configs' / 'toy' / 'ef-l1-petah2_toy-cls.py')
-PRUNE = 'tools/model_converters/prune_backbone.py'
-
-
-def tool(path):
-    return runpy.run_path(str(REPO / path))['main']
 
 
 @pytest.fixture(scope='module')
 def sparse_l1(tmp_path_factory):
     """A 90%-sparse random EfficientFormer-L1 written by the pruning tool."""
     path = tmp_path_factory.mktemp('sparse') / 'ef-l1-sparse90.pth'
-    tool(PRUNE)([L1_CONFIG, str(path), '--random-init'])
+    prune_backbone.main([L1_CONFIG, str(path), '--random-init'])
     return path
 
 
@@ -51,16 +47,6 @@ def sparse_backbone(ckpt, method):
                                     init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
     backbone.init_weights()
     return backbone
-
-
-def randomise_adapters(model, seed=1):
-    """Training-like adapter values instead of the zero-delta init."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if '.adapter.' in name:
-                param.copy_(torch.randn(param.shape, generator=g) * 0.02)
-    return model
 
 
 # ------------------------------------------------------------------------------------------- pruning
@@ -124,7 +110,7 @@ def test_prune_tool_reads_any_layout_and_writes_a_loadable_checkpoint(tmp_path, 
     source = timm.create_model('efficientformer_l1', pretrained=False)
     torch.save(source.state_dict(), tmp_path / 'timm.pth')
     out = tmp_path / 'pruned.pth'
-    tool(PRUNE)([L1_CONFIG, str(out), '--checkpoint', str(tmp_path / 'timm.pth')])
+    prune_backbone.main([L1_CONFIG, str(out), '--checkpoint', str(tmp_path / 'timm.pth')])
     printed = capsys.readouterr().out
     title = f'PETAHEfficientFormer(l1) from {tmp_path / "timm.pth"}, magnitude-pruned (layer)'
     assert re.search(f'^{re.escape(title)}', printed, re.M), printed
@@ -256,7 +242,7 @@ def test_prune_tool_on_other_families(family, tmp_path, capsys):
     torch.save(dict(state_dict={prefix + k: v for k, v in dense.items()}), tmp_path / 'upstream.pth')
     config = task_config(tmp_path, inner, tmp_path / 'upstream.pth')
     out = tmp_path / 'sparse.pth'
-    tool(PRUNE)([config, str(out)])
+    prune_backbone.main([config, str(out)])
     printed = capsys.readouterr().out
     assert re.search(r'^total\s+[\d,]+\s+[\d,]+\s+90\.00%$', printed, re.M), printed
     raw = torch.load(out, weights_only=True)
@@ -284,14 +270,14 @@ def test_prune_tool_on_other_families(family, tmp_path, capsys):
 def test_prune_tool_takes_a_plain_backbone_too(tmp_path):
     """A config without PETAH: the file is the plain backbone's, pruned, and loads back into it."""
     (tmp_path / 'plain.py').write_text(f"default_scope = 'mmdet'\nmodel = {dict(backbone=RESNET)!r}\n")
-    tool(PRUNE)([str(tmp_path / 'plain.py'), str(tmp_path / 'sparse.pth'), '--random-init'])
+    prune_backbone.main([str(tmp_path / 'plain.py'), str(tmp_path / 'sparse.pth'), '--random-init'])
     plain = upstream(RESNET)
     load_checkpoint(plain, str(tmp_path / 'sparse.pth'), strict=True)
     assert all((w == 0).float().mean().item() == pytest.approx(0.9, abs=2e-3) for w in prunable_weights(plain).values())
 
 
 def test_prune_tool_errors_name_what_to_fix(tmp_path, capsys):
-    main = tool(PRUNE)
+    main = prune_backbone.main
     out = tmp_path / 'out.pth'
     (tmp_path / 'no_backbone.py').write_text("model = dict(type='ImageClassifier')\n")
     no_weights = task_config(tmp_path, RESNET)
@@ -325,7 +311,7 @@ def test_prune_tool_errors_name_what_to_fix(tmp_path, capsys):
 
 
 def test_merged_sparse_petah_kernels_are_dense(sparse_l1):
-    model = randomise_adapters(sparse_backbone(sparse_l1, 'petah')).eval()
+    model = randomise_adapters(sparse_backbone(sparse_l1, 'petah'), seed=1).eval()
     weights = prunable_weights(model)
     zeros = {name: w == 0 for name, w in weights.items()}
     x = torch.randn(1, 3, 64, 64)
@@ -333,7 +319,7 @@ def test_merged_sparse_petah_kernels_are_dense(sparse_l1):
         unmerged = model(x)[0]
         model.merge_adapters()
         merged = model(x)[0]
-    torch.testing.assert_close(merged, unmerged, rtol=1e-4, atol=1e-5)
+    assert_close_scaled(merged, unmerged, reduction_length(model))
     adapted = {f'{name}.weight' for name in adapted_layers(model)}
     kinds = weight_kinds(model)
     assert {kinds[name] for name in weights if name not in adapted} == {'MLP linears'}
@@ -347,7 +333,7 @@ def test_merged_sparse_petah_kernels_are_dense(sparse_l1):
 
 
 def test_unmerged_deployment_from_compact_base_and_adapter_file(sparse_l1, tmp_path):
-    trained = randomise_adapters(sparse_backbone(sparse_l1, 'petah')).eval()
+    trained = randomise_adapters(sparse_backbone(sparse_l1, 'petah'), seed=1).eval()
     base = {k: v for k, v in trained.state_dict().items() if k not in trained.task_state_dict()}
     write_packed(tmp_path / 'base.safetensors', base)
     trained.save_adapter(tmp_path / 'task.safetensors')
@@ -363,7 +349,7 @@ def test_unmerged_deployment_from_compact_base_and_adapter_file(sparse_l1, tmp_p
 
 
 def test_deployment_benchmark_runs(tmp_path):
-    tool('tools/analysis_tools/sparse_deployment.py')(
+    sparse_deployment.main(
         ['--arch', 'l1', '--size', '64', '--batch-sizes', '1', '2', '--warmup', '0', '--repeats', '1',
          '--out-dir', str(tmp_path)])
     report = json.loads((tmp_path / 'sparse_deployment.json').read_text())
@@ -492,7 +478,7 @@ def test_pack_tool_round_trip(sparse_l1, tmp_path, capsys):
     state, meta, _ = read_checkpoint(sparse_l1)
     training = tmp_path / 'training.pth'
     torch.save(dict(state_dict=state, meta=meta, optimizer=dict(state={})), training)
-    main = tool('tools/model_converters/sparse_pack.py')
+    main = sparse_pack.main
     main(['pack', str(training), str(tmp_path / 'packed.safetensors')])
     main(['unpack', str(tmp_path / 'packed.safetensors'), str(tmp_path / 'unpacked.pth')])
     printed = capsys.readouterr().out

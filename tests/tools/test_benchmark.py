@@ -1,22 +1,20 @@
 """tools/analysis_tools/benchmark.py: every row measured, ratios consistent, for the EfficientFormer
 trunk and for the backbone of a config (a tiny size: this checks the tool, not the numbers)."""
 import argparse
-import importlib.util
 import json
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, load_tool, run_process
+
 TOOL = REPO / 'tools' / 'analysis_tools' / 'benchmark.py'
 
 
 def benchmark(tmp_path, *args):
     cmd = [sys.executable, str(TOOL), '--size', '64', '--batch', '2', '--warmup', '0', '--repeats', '1',
            '--methods', 'full', 'petah2', '--skip-ablations', '--out-dir', str(tmp_path), *args]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    proc = run_process(cmd, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((tmp_path / 'benchmark.json').read_text()), (tmp_path / 'benchmark.md').read_text()
 
@@ -71,7 +69,7 @@ cmd = [sys.executable, {str(TOOL)!r}, '--worker', '--method', 'petah2', '--arch'
 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 print(json.loads(out.strip().splitlines()[-1])['peak_gb'], ballast.sum().item())
 '''
-    proc = subprocess.run([sys.executable, '-c', parent], cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = run_process([sys.executable, '-c', parent], timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     peak_gb, ballast = map(float, proc.stdout.split())
     assert ballast == 2**29 and 0.1 < peak_gb < 1.5, peak_gb
@@ -100,17 +98,10 @@ def test_interleaved_timing_cancels_a_machines_drift(monkeypatch):
     assert sequential < 1.5  # the drift: the later-timed function read cheaper
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('benchmark_tool', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 def test_amp_rows_use_the_dtype_train_py_amp_trains_with():
     """bf16 on the CPU (BF16OptimWrapper), fp16 on CUDA (AmpOptimWrapper): bf16 autocast would also raise on
     GPUs without bf16."""
-    tool = load_tool()
+    tool = load_tool(TOOL)
     assert tool.precisions(argparse.Namespace(amp=True, device='cpu')) == ['fp32', 'bf16']
     assert tool.precisions(argparse.Namespace(amp=True, device='cuda:1')) == ['fp32', 'fp16']
     assert tool.precisions(argparse.Namespace(amp=False, device='cuda')) == ['fp32']
@@ -119,7 +110,7 @@ def test_amp_rows_use_the_dtype_train_py_amp_trains_with():
 
 def test_an_unknown_device_is_refused_by_name(capsys):
     with pytest.raises(SystemExit):
-        load_tool().parse_args(['--device', 'mps'])
+        load_tool(TOOL).parse_args(['--device', 'mps'])
     assert "--device mps: expected 'cpu', 'cuda' or 'cuda:N'" in capsys.readouterr().err
 
 
@@ -127,5 +118,5 @@ def test_a_training_row_keeps_its_fastest_round():
     """A burst of another tenant's load slowed one round 2.5×: the row is the undisturbed time; memory,
     which that load does not change, is the median."""
     rounds = [dict(ms=3375., peak_gb=1.26), dict(ms=8408., peak_gb=1.27), dict(ms=3685., peak_gb=1.25)]
-    row = load_tool().summarise_rounds(rounds)
+    row = load_tool(TOOL).summarise_rounds(rounds)
     assert row == dict(ms=3375., peak_gb=1.26, ms_by_round=[3375., 8408., 3685.])

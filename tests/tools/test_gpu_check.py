@@ -1,22 +1,18 @@
 """tools/analysis_tools/gpu_check.py: says plainly that there is no CUDA here, its checks pass with the CPU as
 the device (on a GPU machine only the device changes), and all pass on a GPU machine."""
 import argparse
-import importlib.util
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-TOOL = REPO / 'tools' / 'analysis_tools' / 'gpu_check.py'
+from petah_mm.tools import gpu_check
+from helpers import run_process
 
 
 def run_gpu_check(tmp_path, **env):
-    return subprocess.run([sys.executable, str(TOOL), '--work-dir', str(tmp_path)], cwd=REPO, capture_output=True,
-                          text=True, timeout=3600, env=dict(os.environ, PYTHONPATH=str(REPO), **env))
+    return run_process([sys.executable, 'tools/analysis_tools/gpu_check.py', '--work-dir', tmp_path], env=env,
+                       timeout=3600)
 
 
 def test_without_cuda_it_says_so_and_exits_cleanly(tmp_path):
@@ -27,14 +23,12 @@ def test_without_cuda_it_says_so_and_exits_cleanly(tmp_path):
 
 
 @pytest.mark.slow
-def test_its_checks_pass_with_the_cpu_as_the_device(tmp_path):
+def test_its_checks_pass_with_the_cpu_as_the_device(tmp_path, monkeypatch):
     """All but the benchmark check, whose CPU runs test_benchmark covers (here it would take minutes)."""
-    spec = importlib.util.spec_from_file_location('gpu_check', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = gpu_check
     assert 'RoIAlign matches the CPU' in tool.check_mmcv_ops('cpu')
     assert 'bfloat16 worst relative error' in tool.check_backbone('cpu')
-    tool.has_bf16 = lambda device: False  # a T4 or V100: bf16 autocast would raise there
+    monkeypatch.setattr(tool, 'has_bf16', lambda device: False)  # a T4 or V100: bf16 autocast would raise there
     without_bf16 = tool.check_backbone('cpu')
     assert 'bfloat16 not checked' in without_bf16 and 'float16 worst relative error' in without_bf16
     assert 'bfloat16 worst' not in without_bf16

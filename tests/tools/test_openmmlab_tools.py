@@ -1,5 +1,6 @@
 """The libraries' own tools on the toy configs, run as a user runs them: the scripts that ship in the installed
-mmdet and mmseg packages (``site-packages/<lib>/.mim/tools``), from a directory holding the toy data."""
+mmdet and mmseg packages (``site-packages/<lib>/.mim/tools``), from the session's toy workspace (the toy data
+where the toy configs look for it)."""
 import os
 import re
 import subprocess
@@ -11,44 +12,20 @@ import mmseg
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import MODELS, init_default_scope
 
-from petah_mm.datasets import make_toy_ade20k, make_toy_backbone, make_toy_classification, make_toy_coco
+from helpers import CLS_TOY as CLS
+from helpers import DET_TOY as DET
+from helpers import REPO
+from helpers import SEG_TOY as SEG
+from helpers import TOY_DATA, build_model, run, run_process
 
-REPO = Path(__file__).resolve().parents[1]
-TOY = REPO / 'configs' / 'toy'
-DET, SEG, CLS = (TOY / name for name in ('cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py',
-                                         'fpn_ef-l1-petah2_toy-ade20k.py', 'ef-l1-petah2_toy-cls.py'))
 MMDET_TOOLS = Path(mmdet.__file__).parent / '.mim' / 'tools'
 MMSEG_TOOLS = Path(mmseg.__file__).parent / '.mim' / 'tools'
 
 
-@pytest.fixture(scope='module')
-def toy_dir(tmp_path_factory):
-    """A working directory with the toy data where the toy configs look for it (``data/...``)."""
-    root = tmp_path_factory.mktemp('toy_user')
-    make_toy_coco(root / 'data' / 'toy_coco', num_train=4, num_val=2)
-    make_toy_ade20k(root / 'data' / 'toy_ade20k', num_train=2, num_val=2)
-    make_toy_classification(root / 'data' / 'toy_cls', num_train_per_class=1, num_val_per_class=1)
-    make_toy_backbone(root / 'data' / 'toy_backbone' / 'efficientformer-l1_seed0.pth')
-    return root
-
-
-def run(cwd, *args):
-    env = dict(os.environ, OMP_NUM_THREADS='2', MPLBACKEND='Agg',
-               PYTHONPATH=f'{REPO}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env=env)
-    assert proc.returncode == 0, f'{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
-    return proc.stdout + proc.stderr
-
-
 def random_checkpoint(config: Path, path: Path, **meta) -> Path:
     """The config's model with random weights, saved as an mmengine checkpoint (testing needs one)."""
-    cfg = Config.fromfile(str(config))
-    init_default_scope(cfg.default_scope)
-    model = MODELS.build(dict(cfg.model, backbone=dict(cfg.model.backbone, init_cfg=None)))
-    torch.save(dict(meta=meta, state_dict=model.state_dict()), path)
+    torch.save(dict(meta=meta, state_dict=build_model(Config.fromfile(str(config))).state_dict()), path)
     return path
 
 
@@ -59,52 +36,52 @@ def flops_of(output: str) -> float:
 
 
 @pytest.mark.slow
-def test_mmdet_get_flops(toy_dir):
-    out = run(toy_dir, MMDET_TOOLS / 'analysis_tools' / 'get_flops.py', DET, '--num-images', 1)
+def test_mmdet_get_flops(toy_workspace):
+    out = run(MMDET_TOOLS / 'analysis_tools' / 'get_flops.py', DET, '--num-images', 1, cwd=toy_workspace)
     assert flops_of(out) > 1e8 and 'Input shape:' in out
 
 
 @pytest.mark.slow
-def test_mmdet_browse_dataset_draws_every_training_image(toy_dir, tmp_path):
-    run(toy_dir, MMDET_TOOLS / 'analysis_tools' / 'browse_dataset.py', DET, '--output-dir', tmp_path, '--not-show')
+def test_mmdet_browse_dataset_draws_every_training_image(toy_workspace, tmp_path):
+    run(MMDET_TOOLS / 'analysis_tools' / 'browse_dataset.py', DET, '--output-dir', tmp_path, '--not-show',
+        cwd=toy_workspace)
     assert len(list(tmp_path.glob('*.jpg'))) == 4
 
 
 @pytest.mark.slow
-def test_mmdet_dataloader_benchmark(toy_dir, tmp_path):
-    out = run(toy_dir, MMDET_TOOLS / 'analysis_tools' / 'benchmark.py', DET, '--task', 'dataloader',
-              '--max-iter', 3, '--num-warmup', 1, '--log-interval', 1, '--work-dir', tmp_path)
+def test_mmdet_dataloader_benchmark(toy_workspace, tmp_path):
+    out = run(MMDET_TOOLS / 'analysis_tools' / 'benchmark.py', DET, '--task', 'dataloader',
+              '--max-iter', 3, '--num-warmup', 1, '--log-interval', 1, '--work-dir', tmp_path, cwd=toy_workspace)
     assert re.search(r'Overall fps: [\d.]+ batch/s', out), out[-2000:]
 
 
 @pytest.mark.slow
-def test_mmseg_test_show_dir_draws_every_image(toy_dir, tmp_path):
+def test_mmseg_test_show_dir_draws_every_image(toy_workspace, tmp_path):
     checkpoint = random_checkpoint(SEG, tmp_path / 'seg.pth')
-    run(toy_dir, MMSEG_TOOLS / 'test.py', SEG, checkpoint, '--work-dir', tmp_path / 'work',
-        '--show-dir', tmp_path / 'show')
+    run(MMSEG_TOOLS / 'test.py', SEG, checkpoint, '--work-dir', tmp_path / 'work',
+        '--show-dir', tmp_path / 'show', cwd=toy_workspace)
     assert len(list((tmp_path / 'show').rglob('*.png'))) == 2  # every validation image, not every 50th
 
 
 @pytest.mark.slow
-def test_mmseg_get_flops_through_the_workaround(toy_dir):
+def test_mmseg_get_flops_through_the_workaround(toy_workspace):
     script = MMSEG_TOOLS / 'analysis_tools' / 'get_flops.py'
-    failed = subprocess.run([sys.executable, str(script), str(SEG), '--shape', '128', '128'], cwd=toy_dir,
-                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    failed = run_process([sys.executable, script, SEG, '--shape', 128, 128], cwd=toy_workspace)
     # mmseg's bug, not ours: remove the workaround once this stops failing
     assert failed.returncode != 0 and '"input_shape" and "inputs" cannot be both set' in failed.stderr
-    out = run(toy_dir, REPO / 'tools' / 'misc' / 'mmseg_get_flops.py', SEG, '--shape', 128, 128)
+    out = run(REPO / 'tools' / 'misc' / 'mmseg_get_flops.py', SEG, '--shape', 128, 128, cwd=toy_workspace)
     assert flops_of(out) > 1e7 and 'Input shape: (128, 128)' in out
 
 
-def test_mmpretrain_inferencer_on_the_toy_config(toy_dir, tmp_path):
+def test_mmpretrain_inferencer_on_the_toy_config(toy_workspace, tmp_path):
     from mmpretrain.apis import ImageClassificationInferencer
 
-    classes = sorted(p.name for p in (toy_dir / 'data' / 'toy_cls' / 'val').iterdir())
+    classes = sorted(p.name for p in (toy_workspace / TOY_DATA['cls'] / 'val').iterdir())
     checkpoint = random_checkpoint(CLS, tmp_path / 'cls.pth', dataset_meta=dict(classes=classes))
     cfg = Config.fromfile(str(CLS))
     cfg.model.backbone.init_cfg = None
     inferencer = ImageClassificationInferencer(cfg, pretrained=str(checkpoint), device='cpu')
-    images = sorted(p for p in (toy_dir / 'data' / 'toy_cls' / 'val').rglob('*') if p.is_file())[:2]
+    images = sorted(p for p in (toy_workspace / TOY_DATA['cls'] / 'val').rglob('*') if p.is_file())[:2]
     assert images
     results = inferencer([str(p) for p in images], show_dir=str(tmp_path / 'vis'))
     assert len(results) == 2

@@ -1,14 +1,11 @@
 """The Figure 2 plot tool reads the grid tool's results format."""
 import json
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'tools' / 'analysis_tools'))
-from plot_results import mean_accuracy  # noqa: E402
+from petah_mm.tools.plot_results import mean_accuracy
+from helpers import REPO, run, run_process
 
 
 def test_mean_accuracy_averages_datasets_per_model():
@@ -20,8 +17,7 @@ def test_mean_accuracy_averages_datasets_per_model():
 
 def test_paper_reference_plot_is_drawn(tmp_path):
     out = tmp_path / 'figure2.png'
-    subprocess.run([sys.executable, 'tools/analysis_tools/plot_results.py', 'docs/paper_table3.json', str(out)],
-                   cwd=REPO, check=True, capture_output=True)
+    run('tools/analysis_tools/plot_results.py', 'docs/paper_table3.json', out)
     assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     paper = json.loads((REPO / 'docs/paper_table3.json').read_text())['results']
     assert mean_accuracy(paper)[('l7', 'petah2')][0] == pytest.approx(86.40, abs=0.01)  # Table 3's mean
@@ -29,6 +25,6 @@ def test_paper_reference_plot_is_drawn(tmp_path):
 
 def test_empty_results_are_refused(tmp_path):
     (tmp_path / 'r.json').write_text('{"results": []}')
-    proc = subprocess.run([sys.executable, 'tools/analysis_tools/plot_results.py', str(tmp_path / 'r.json'),
-                           str(tmp_path / 'o.png')], cwd=REPO, capture_output=True, text=True)
+    proc = run_process([sys.executable, 'tools/analysis_tools/plot_results.py', tmp_path / 'r.json',
+                        tmp_path / 'o.png'])
     assert proc.returncode != 0 and 'no "results" records' in proc.stderr
