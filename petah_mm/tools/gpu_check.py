@@ -118,20 +118,21 @@ def run(args, *command):
     return proc.stdout + proc.stderr
 
 
-def check_amp_training(args):
+def check_amp_training(args, iterations=20):
     """tools/train.py --amp (on CUDA fp16 with a dynamic loss scale, else bf16) on the toy detector for
-    20 iterations."""
+    ``iterations`` iterations of batch 2 (the test suite's CPU rehearsal runs 2)."""
     from petah_mm.datasets import make_toy_backbone, make_toy_coco, write_toy_user_config
     work = Path(args.work_dir).resolve()  # the runs below start in the repository, not in the caller's folder
-    data = make_toy_coco(work / 'toy_coco', num_train=40, num_val=2)['root']
+    data = make_toy_coco(work / 'toy_coco', num_train=2 * iterations, num_val=2)['root']
     config = write_toy_user_config(work / 'toy_det_amp.py', DET_TOY, data, make_toy_backbone(work / 'toy_backbone.pth'),
                                    batch_size=2, train_cfg=dict(max_epochs=1, val_interval=2),
-                                   default_hooks=dict(logger=dict(interval=5)))
+                                   default_hooks=dict(logger=dict(interval=min(5, iterations))))
     log = run(args, 'tools/train.py', config, '--amp', '--work-dir', work / 'train')
-    assert 'Epoch(train) [1][20/20]' in log, f'20 iterations did not run:\n{log[-2000:]}'
+    done = f'Epoch(train) [1][{iterations}/{iterations}]'
+    assert done in log, f'{iterations} iterations did not run:\n{log[-2000:]}'
     wrapper = 'AmpOptimWrapper' if torch.device(args.device).type == 'cuda' else 'BF16OptimWrapper'
     assert f"type='{wrapper}'" in (work / 'train' / 'toy_det_amp.py').read_text(), f'--amp did not select {wrapper}'
-    return f'toy Cascade Mask R-CNN trained 20 iterations with {wrapper}'
+    return f'toy Cascade Mask R-CNN trained {iterations} iterations with {wrapper}'
 
 
 def check_benchmark(args):

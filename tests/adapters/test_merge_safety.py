@@ -8,6 +8,7 @@ from torch import nn
 from petah_mm.adapters import adapt_layer, adapted_layers
 from petah_mm.deploy.multitask import tie_shared_weights
 from petah_mm.testing import randomise_adapters
+from helpers import assert_close_scaled, reduction_length
 
 #: adapters with trained-like values, so that ΔW is not the zero of the init
 randomise = functools.partial(randomise_adapters, std=0.1)
@@ -57,7 +58,7 @@ def test_task_switches_on_a_backbone_are_exact_and_merged_outputs_match(two_task
             merged = first(x)[0]
             first.unmerge_adapters()
     assert all(torch.equal(v, loaded[k]) for k, v in first.shared_state_dict().items())
-    torch.testing.assert_close(merged, expected, rtol=1e-4, atol=1e-5)
+    assert_close_scaled(merged, expected, reduction_length(first))
 
 
 def test_changing_the_adapter_while_merged_still_restores_w_exactly(build_ef):

@@ -13,7 +13,7 @@ import petah_mm.adapters.backbone as backbone_module
 from petah_mm.adapters import PRESETS, adapted_layers, preset, preset_name
 from petah_mm.models import build_backbone_from_config, without_pretrained
 from petah_mm.sparse import weight_kinds
-from helpers import REPO, load_tool
+from helpers import REPO, assert_close_scaled, load_tool, reduction_length
 
 RESNET18 = dict(type='mmdet.ResNet', depth=18)
 
@@ -93,8 +93,8 @@ def test_pretrained_weights_load_before_the_adapters_are_zeroed(tmp_path):
     model.eval()
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
-        for a, b in zip(model(x), plain(x)):
-            torch.testing.assert_close(a, b)
+        for a, b in zip(model(x), plain(x), strict=True):  # adapted pointwise convs run as GEMMs at inference
+            assert_close_scaled(a, b, reduction_length(plain))
     assert all(torch.count_nonzero(layer.adapter.lora_B) == 0 for layer in adapted_layers(model).values())
 
 
