@@ -1,9 +1,11 @@
 """tools/misc/make_toy_backbone.py: the documented command, with no argument, prepares what the toy configs load."""
+import sys
+
 import pytest
 import torch
 from mmengine.config import Config
 
-from helpers import CLS_TOY, DET_TOY, REPO, SEG_TOY, TOY_BACKBONE, run
+from helpers import CLS_TOY, DET_TOY, REPO, SEG_TOY, TOY_BACKBONE, run_process
 
 
 @pytest.mark.parametrize('config', [CLS_TOY, DET_TOY, SEG_TOY], ids=lambda path: path.stem)
@@ -17,8 +19,9 @@ def test_the_documented_command_writes_the_toy_backbone_where_the_configs_look(t
     documented = [line for path in (CLS_TOY, DET_TOY, SEG_TOY, REPO / 'docs' / 'openmmlab_tools.md')
                   for line in path.read_text().splitlines() if 'make_toy_backbone.py' in line]
     assert documented and all('`python tools/misc/make_toy_backbone.py`' in line for line in documented), documented
-    out = run(REPO / 'tools' / 'misc' / 'make_toy_backbone.py', cwd=tmp_path)
+    proc = run_process([sys.executable, REPO / 'tools' / 'misc' / 'make_toy_backbone.py'], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     written = tmp_path / TOY_BACKBONE
-    assert out.strip() == TOY_BACKBONE and written.is_file()
+    assert proc.stdout.strip() == TOY_BACKBONE and written.is_file()
     state, reference = (torch.load(path, weights_only=True)['state_dict'] for path in (written, toy_backbone))
     assert state.keys() == reference.keys() and all(torch.equal(state[k], reference[k]) for k in state)
