@@ -32,6 +32,7 @@ def uninterrupted(tmp_path_factory):
     return final_state(work)
 
 
+@pytest.mark.slow  # five training runs in fresh processes
 @pytest.mark.parametrize('kill', ['write', 'cleanup'])
 def test_sigkill_during_a_checkpoint_save_loses_nothing(tmp_path, uninterrupted, kill):
     crashed = train(tmp_path, 3, '--kill', kill)
