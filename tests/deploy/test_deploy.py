@@ -171,18 +171,27 @@ def test_merged_export_runs_at_the_size_it_was_tested_at(workspace, tmp_path, ta
     assert_same(predict(plain, image), predict(model, image), exact=False, model=model)
 
 
-@pytest.mark.parametrize('mode', ['routing', 'merge'])
-def test_multitask_outputs_equal_each_task_alone(workspace, tmp_path, mode):
-    root, backbone_ckpt, image = workspace
+@pytest.fixture(scope='module')
+def task_packages(workspace, tmp_path_factory):
+    """A package per toy task on the shared backbone (written once for the multi-task tests), and what each
+    predicts loaded alone."""
+    _, backbone_ckpt, image = workspace
+    out = tmp_path_factory.mktemp('task_packages')
     packages = {}
     for seed, task in enumerate(TOY_CONFIGS):
         cfg, model = trained_model(task, backbone_ckpt, seed=seed)
-        export_task_package(model, cfg, tmp_path / task)
-        packages[task] = tmp_path / task
-    export_shared_backbone(model, tmp_path / 'backbone.safetensors')
-    alone = {task: predict(load_task_package(p, tmp_path / 'backbone.safetensors'), image)
-             for task, p in packages.items()}
-    served = MultiTaskModel(tmp_path / 'backbone.safetensors', packages, mode=mode)
+        export_task_package(model, cfg, out / task)
+        packages[task] = out / task
+    export_shared_backbone(model, out / 'backbone.safetensors')
+    alone = {task: predict(load_task_package(p, out / 'backbone.safetensors'), image) for task, p in packages.items()}
+    return packages, out / 'backbone.safetensors', alone
+
+
+@pytest.mark.parametrize('mode', ['routing', 'merge'])
+def test_multitask_outputs_equal_each_task_alone(workspace, task_packages, mode):
+    image = workspace[2]
+    packages, backbone, alone = task_packages
+    served = MultiTaskModel(backbone, packages, mode=mode)
     first, *others = served.models.values()
     for other in others:  # one copy of the shared weights in memory
         assert other.backbone.patch_embed[0].conv.weight is first.backbone.patch_embed[0].conv.weight
@@ -275,15 +284,11 @@ def test_merged_export_never_overwrites_silently(workspace, tmp_path):
         export_merged(model, cfg, tmp_path / 'merged.pth')
 
 
-def test_multitask_predict_from_several_threads(workspace, tmp_path):
-    root, backbone_ckpt, image = workspace
-    packages = {}
-    for seed, task in enumerate(('seg', 'cls')):
-        cfg, model = trained_model(task, backbone_ckpt, seed=seed)
-        export_task_package(model, cfg, tmp_path / task)
-        packages[task] = tmp_path / task
-    export_shared_backbone(model, tmp_path / 'backbone.safetensors')
-    served = MultiTaskModel(tmp_path / 'backbone.safetensors', packages, mode='merge')
+def test_multitask_predict_from_several_threads(workspace, task_packages):
+    image = workspace[2]
+    all_packages, backbone, _ = task_packages
+    packages = {task: all_packages[task] for task in ('seg', 'cls')}
+    served = MultiTaskModel(backbone, packages, mode='merge')
     shared = next(iter(served.models.values())).backbone.shared_state_dict()
     loaded = {k: v.clone() for k, v in shared.items()}
     alone = {task: served.predict(task, image) for task in packages}
