@@ -1,12 +1,39 @@
+"""Fixtures shared by every test folder: a fixed random state per test, and the expensive things built once
+per session (the toy data and backbone, and one ``tools/train.py`` run per toy task)."""
+import functools
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
+
+from petah_mm.datasets import (TOY_CONFIGS, make_toy_ade20k, make_toy_backbone, make_toy_classification, make_toy_coco,
+                               write_toy_user_config)
+from helpers import CLS_TOY, DET_TOY, SEG_TOY, TOY_BACKBONE, TOY_DATA, run
 
 
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
+    """Every test starts from the same random state (Python, NumPy, torch) and thread count."""
+    random.seed(0)
+    np.random.seed(0)
     torch.manual_seed(0)
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(scope='session', autouse=True)
+def memoised_config_paths():
+    """mmengine re-reads mmpretrain's whole model index (~250 yaml files) for every ``mmpretrain::`` base it
+    resolves; the answer is a pure function of its arguments, so it is memoised for the session."""
+    original = Config.__dict__['_get_cfg_path']
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Config, '_get_cfg_path', staticmethod(functools.lru_cache(None)(original.__func__)))
+        yield
 
 
 @pytest.fixture
@@ -20,3 +47,82 @@ def build_ef():
         return PETAHEfficientFormer(arch=arch, adapter=adapter, **kwargs)
 
     return build
+
+
+# ------------------------------------------------------------------------------ toy data, backbone, runs
+
+
+@pytest.fixture(scope='session')
+def toy_workspace(tmp_path_factory) -> Path:
+    """A working directory holding the toy data and backbone where the toy configs look for them (``data/...``).
+
+    COCO and ADE20K: 4 training and 2 validation images; classification: 4 classes of 16 training and 6
+    validation images (the generator's defaults).
+    """
+    root = tmp_path_factory.mktemp('toy_workspace')
+    make_toy_coco(root / TOY_DATA['coco'], num_train=4, num_val=2)
+    make_toy_ade20k(root / TOY_DATA['ade20k'], num_train=4, num_val=2)
+    make_toy_classification(root / TOY_DATA['cls'])
+    make_toy_backbone(root / TOY_BACKBONE)
+    return root
+
+
+@pytest.fixture(scope='session')
+def toy_backbone(toy_workspace) -> Path:
+    """The seeded random EfficientFormer-L1 checkpoint every toy task loads as its "pretrained" backbone."""
+    return toy_workspace / TOY_BACKBONE
+
+
+@pytest.fixture(scope='session')
+def toy_config(toy_workspace):
+    """``toy_config(base, path, **overrides)``: a user config on a shipped toy config, reading the shared toy data
+    and backbone (``write_toy_user_config``'s arguments)."""
+    def write(base, path, **overrides) -> Path:
+        data = toy_workspace / TOY_DATA[TOY_CONFIGS[Path(base).name]]
+        return write_toy_user_config(path, base, data, toy_workspace / TOY_BACKBONE, **overrides)
+
+    return write
+
+
+@dataclass
+class ToyRun:
+    config: Path
+    work_dir: Path
+    log: str
+
+    def copy_to(self, dest: Path) -> Path:
+        """A copy of the work dir whose ``last_checkpoint`` names the copy's checkpoint: resume there, leaving
+        the shared run as it was."""
+        shutil.copytree(self.work_dir, dest)
+        latest = Path((dest / 'last_checkpoint').read_text().strip())
+        (dest / 'last_checkpoint').write_text(str(dest / latest.name))
+        return dest
+
+
+#: task -> (toy config, user-config overrides, tools/train.py --cfg-options): the shortest runs that still
+#: checkpoint, validate (cls, det) and log every iteration. The detector keeps every box at validation: after
+#: 2 iterations no score passes the usual 0.05, and a validation without a box logs no metric, which mmdet's
+#: analyze_logs.py cannot read
+TOY_RUNS = {
+    'cls': (CLS_TOY, dict(), ['train_cfg.max_epochs=2']),
+    'det': (DET_TOY, dict(batch_size=2, default_hooks=dict(logger=dict(interval=1))),
+            ['train_cfg.max_epochs=1', 'model.test_cfg.rcnn.score_thr=0.0']),
+    'seg': (SEG_TOY, dict(batch_size=2, default_hooks=dict(logger=dict(interval=1))),
+            ['train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2']),
+}
+
+
+@pytest.fixture(scope='session')
+def toy_run(toy_config, tmp_path_factory):
+    """``toy_run(task)`` (cls, det, seg): ``tools/train.py`` on the toy config, trained on first use and then
+    shared by every test of the session. Tests must not write into its work dir (``ToyRun.copy_to``)."""
+    root = tmp_path_factory.mktemp('toy_runs')
+
+    @functools.lru_cache(None)
+    def train(task: str) -> ToyRun:
+        base, overrides, options = TOY_RUNS[task]
+        config = toy_config(base, root / f'{task}_user_config.py', **overrides)
+        log = run('tools/train.py', config, '--work-dir', root / task, '--cfg-options', *options)
+        return ToyRun(config, root / task, log)
+
+    return train

@@ -1,0 +1,96 @@
+"""What the tests share: paths, running a tool as a user does, loading a tool script, and comparing outputs
+that two code paths summed in different orders.
+
+Tool logic the tests call in-process lives in ``petah_mm`` and is imported normally; ``load_tool`` is only
+for the scripts whose logic is still in the script itself.
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Optional, Sequence
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+TOY = REPO / 'configs' / 'toy'
+DET_TOY = TOY / 'cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py'
+SEG_TOY = TOY / 'fpn_ef-l1-petah2_toy-ade20k.py'
+CLS_TOY = TOY / 'ef-l1-petah2_toy-cls.py'
+#: where the toy configs look for their data and "pretrained" backbone, relative to the working directory
+TOY_DATA = dict(coco='data/toy_coco', ade20k='data/toy_ade20k', cls='data/toy_cls')
+TOY_BACKBONE = 'data/toy_backbone/efficientformer-l1_seed0.pth'
+
+
+def run_process(command: Sequence, cwd=REPO, env: Optional[dict] = None, timeout: int = 1200):
+    """``command`` in a fresh process that imports this checkout's petah_mm (the finished process)."""
+    env = dict(os.environ, OMP_NUM_THREADS='2', MPLBACKEND='Agg', **(env or {}))
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')]))
+    return subprocess.run([str(part) for part in command], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def run(*args, cwd=REPO, env: Optional[dict] = None, timeout: int = 1200) -> str:
+    """Run a Python tool as a user would, ``python ARGS...``; fail with the end of its output, else return it."""
+    proc = run_process([sys.executable, *args], cwd=cwd, env=env, timeout=timeout)
+    assert proc.returncode == 0, f'{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
+    return proc.stdout + proc.stderr
+
+
+def load_tool(path) -> ModuleType:
+    """A tool script under ``tools/`` as a module (for the scripts that keep their logic to themselves)."""
+    path = REPO / path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_close_scaled(actual: torch.Tensor, expected: torch.Tensor, reduction_len: int, ulps: float = 8.,
+                        msg: str = '') -> None:
+    """``actual`` equals ``expected`` up to the rounding of sums of ``reduction_len`` terms taken in another order.
+
+    Two code paths that compute the same sums (a convolution as oneDNN's direct kernel or as a GEMM, W x + B A x
+    or (W + B A) x) round differently: each output element differs by a few units of the dtype's precision times
+    the magnitude of what was summed, growing like the square root of the number of terms. The tolerance is
+    ``ulps * eps * sqrt(reduction_len) * max|expected|``: it follows the outputs' scale, so it holds on any CPU,
+    and stays orders of magnitude below what a wrong term would change. Pass the reduction length summed over
+    the layers on the path (each layer's rounding adds). The failure message gives the largest difference, how
+    many elements exceed the tolerance, and the tolerance.
+    """
+    assert actual.shape == expected.shape, f'{msg}: shape {tuple(actual.shape)} != {tuple(expected.shape)}'
+    actual, expected = actual.detach().double(), expected.detach().double()
+    if not expected.numel():
+        return
+    scale = expected.abs().max().item()
+    tolerance = ulps * torch.finfo(torch.float32).eps * reduction_len ** 0.5 * scale
+    diff = (actual - expected).abs()
+    worst = diff.max().item()
+    off = int((diff > tolerance).sum())
+    assert worst <= tolerance and torch.isfinite(actual).all(), (
+        f'{msg + ": " if msg else ""}{off} of {diff.numel()} elements differ by more than the tolerance; largest '
+        f'difference {worst:.3g} > tolerance {tolerance:.3g} (= {ulps:g} ulps x sqrt({reduction_len}) x max|expected| '
+        f'{scale:.3g})')
+
+
+def reduction_length(model: torch.nn.Module) -> int:
+    """Terms summed per output element, added over every conv and linear layer of ``model``: what
+    ``assert_close_scaled`` needs for a whole backbone, whose layers each round their own sums."""
+    total = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            total += module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        elif isinstance(module, torch.nn.Linear):
+            total += module.in_features
+    return total
+
+
+def build_model(cfg):
+    """The whole model of a config, built in its default scope, loading no pretrained weights."""
+    from mmengine.registry import MODELS, init_default_scope
+
+    from petah_mm.models import without_pretrained
+    init_default_scope(cfg.default_scope)
+    return MODELS.build(dict(cfg.model, backbone=without_pretrained(cfg.model.backbone)))

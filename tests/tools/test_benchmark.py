@@ -1,0 +1,122 @@
+"""tools/analysis_tools/benchmark.py: every row measured, ratios consistent, for the EfficientFormer
+trunk and for the backbone of a config (a tiny size: this checks the tool, not the numbers)."""
+import argparse
+import json
+import sys
+
+import pytest
+
+from helpers import REPO, load_tool, run_process
+
+TOOL = REPO / 'tools' / 'analysis_tools' / 'benchmark.py'
+
+
+def benchmark(tmp_path, *args):
+    cmd = [sys.executable, str(TOOL), '--size', '64', '--batch', '2', '--warmup', '0', '--repeats', '1',
+           '--methods', 'full', 'petah2', '--skip-ablations', '--out-dir', str(tmp_path), *args]
+    proc = run_process(cmd, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((tmp_path / 'benchmark.json').read_text()), (tmp_path / 'benchmark.md').read_text()
+
+
+def check_inference_rows(report, batches, precisions):
+    rows = report['inference']
+    suffix = {'fp32': '', 'bf16': ' (bf16)'}
+    for batch in batches:
+        for precision in precisions:
+            name = f'{{}}, batch {batch}{suffix[precision]}'
+            assert rows[name.format('plain')]['ratio'] == 1.0
+            for n in (1, 2):
+                merged, unmerged = rows[name.format(f'petah{n} merged')], rows[name.format(f'petah{n} unmerged')]
+                assert merged['batch'] == unmerged['batch'] == batch
+                assert unmerged['ratio_to_merged'] == pytest.approx(unmerged['ms'] / merged['ms'])
+    assert len(rows) == 5 * len(batches) * len(precisions)
+
+
+@pytest.mark.slow
+def test_trunk_with_bf16_rows_and_two_inference_batches(tmp_path):
+    report, table = benchmark(tmp_path, '--arch', 'l1', '--amp', '--inference-batches', '1', '2', '--rounds', '2')
+    check_inference_rows(report, [1, 2], ['fp32', 'bf16'])
+    training = report['training']
+    assert set(training) == {'full', 'petah2', 'full (bf16)', 'petah2 (bf16)'}
+    for row in training.values():  # a fresh worker per method and round; the row is the fastest
+        assert len(row['ms_by_round']) == 2 and row['ms'] == min(row['ms_by_round'])
+    assert training['full']['time_ratio'] == training['full (bf16)']['memory_ratio'] == 1.0
+    assert 0 < training['petah2 (bf16)']['time_ratio'] and 0 < training['petah2 (bf16)']['memory_ratio']
+    sizes = report['sizes']
+    assert sizes['petah2']['trainable'] < sizes['full']['trainable']
+    assert sizes['petah2']['gflops_merged'] < sizes['petah2']['gflops_unmerged']
+    assert '| petah2 unmerged, batch 1 (bf16) |' in table and report['switch_ms'] > 0
+
+
+def test_config_backbone_loads_no_weights(tmp_path):
+    """--config benchmarks that config's model.backbone without its pretrained weights: FastViT's timm
+    ``pretrained=True`` would try a download at build time, which this machine cannot do."""
+    config = REPO / 'configs/cascade_rcnn/cascade-mask-rcnn_fastvit-sa12-petah2_fpn_1x_coco.py'
+    report, _ = benchmark(tmp_path, '--config', str(config))
+    check_inference_rows(report, [2], ['fp32'])
+    assert report['sizes']['petah2']['adapter_mb'] > 0
+
+
+def test_training_peak_is_the_workers_own(tmp_path):
+    """A worker started by a parent holding 2 GB reports its own peak: ``ru_maxrss`` would report the
+    parent's, kept across fork and exec (this inflated PETAH-2's peak behind the benchmark's inference models)."""
+    parent = f'''
+import json, subprocess, sys, torch
+ballast = torch.ones(2**29)  # 2 GiB, touched
+cmd = [sys.executable, {str(TOOL)!r}, '--worker', '--method', 'petah2', '--arch', 'l1', '--size', '64', '--batch', '2',
+       '--warmup', '0', '--repeats', '1']
+out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+print(json.loads(out.strip().splitlines()[-1])['peak_gb'], ballast.sum().item())
+'''
+    proc = run_process([sys.executable, '-c', parent], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    peak_gb, ballast = map(float, proc.stdout.split())
+    assert ballast == 2**29 and 0.1 < peak_gb < 1.5, peak_gb
+
+
+def test_interleaved_timing_cancels_a_machines_drift(monkeypatch):
+    """Two functions, one twice as slow as the other, on a machine that slows down by 5 % per call:
+    timed in rotating rounds their median ratio stays 2 within the drift of one round, where all of
+    one's repeats before the other's would read far more."""
+    from petah_mm.utils import timing
+    clock, calls = [0.], []
+
+    def work(name, cost):
+        def run():
+            calls.append(name)
+            clock[0] += cost * 1.05 ** len(calls)
+        return run
+
+    monkeypatch.setattr(timing.time, 'perf_counter', lambda: clock[0])
+    medians = timing.interleaved_medians_ms(dict(fast=work('fast', 1.), slow=work('slow', 2.)), warmup=1, repeats=20)
+    assert calls[:2] == ['fast', 'slow'] and calls[2:6] == ['fast', 'slow', 'slow', 'fast']  # warm-up, then rotation
+    assert len(calls) == 2 * (1 + 20)
+    assert 1.9 < medians['slow'] / medians['fast'] < 2.1
+    calls.clear()
+    sequential = timing.median_ms(work('slow', 2.), 1, 20) / timing.median_ms(work('fast', 1.), 1, 20)
+    assert sequential < 1.5  # the drift: the later-timed function read cheaper
+
+
+def test_amp_rows_use_the_dtype_train_py_amp_trains_with():
+    """bf16 on the CPU (BF16OptimWrapper), fp16 on CUDA (AmpOptimWrapper): bf16 autocast would also raise on
+    GPUs without bf16."""
+    tool = load_tool(TOOL)
+    assert tool.precisions(argparse.Namespace(amp=True, device='cpu')) == ['fp32', 'bf16']
+    assert tool.precisions(argparse.Namespace(amp=True, device='cuda:1')) == ['fp32', 'fp16']
+    assert tool.precisions(argparse.Namespace(amp=False, device='cuda')) == ['fp32']
+    assert tool.row_name('petah2', 'fp16') == 'petah2 (fp16)' and tool.row_name('petah2', 'fp32') == 'petah2'
+
+
+def test_an_unknown_device_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit):
+        load_tool(TOOL).parse_args(['--device', 'mps'])
+    assert "--device mps: expected 'cpu', 'cuda' or 'cuda:N'" in capsys.readouterr().err
+
+
+def test_a_training_row_keeps_its_fastest_round():
+    """A burst of another tenant's load slowed one round 2.5×: the row is the undisturbed time; memory,
+    which that load does not change, is the median."""
+    rounds = [dict(ms=3375., peak_gb=1.26), dict(ms=8408., peak_gb=1.27), dict(ms=3685., peak_gb=1.25)]
+    row = load_tool(TOOL).summarise_rounds(rounds)
+    assert row == dict(ms=3375., peak_gb=1.26, ms_by_round=[3375., 8408., 3685.])
