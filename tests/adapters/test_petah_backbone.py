@@ -13,7 +13,8 @@ import petah_mm.adapters.backbone as backbone_module
 from petah_mm.adapters import PRESETS, adapted_layers, preset, preset_name
 from petah_mm.models import build_backbone_from_config, without_pretrained
 from petah_mm.sparse import weight_kinds
-from helpers import REPO, assert_close_scaled, load_tool, reduction_length
+from petah_mm.tools import count_params
+from helpers import REPO, assert_close_scaled, reduction_length
 
 RESNET18 = dict(type='mmdet.ResNet', depth=18)
 
@@ -192,7 +193,6 @@ def test_a_merged_export_of_a_wrapped_backbone_needs_no_petah_mm():
 
 
 def test_count_params_reports_the_discovered_groups():
-    count_params = load_tool('tools/analysis_tools/count_params.py')
     report = count_params.report(wrap(RESNET18))
     assert 'targets discovered: conv 20 layers' in report
     assert re.search(r'conv adapters\s+20\s+' + f'{sum(wrap(RESNET18).trainable_by_group().values()):,}', report)

@@ -1,15 +1,12 @@
-"""What the tests share: paths, running a tool as a user does, loading a tool script, and comparing outputs
+"""What the tests share: paths, running a tool as a user does, and comparing outputs
 that two code paths summed in different orders.
 
-Tool logic the tests call in-process lives in ``petah_mm`` and is imported normally; ``load_tool`` is only
-for the scripts whose logic is still in the script itself.
+Tool logic the tests call in-process lives in ``petah_mm.tools`` and is imported normally.
 """
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Optional, Sequence
 
 import torch
@@ -37,15 +34,6 @@ def run(*args, cwd=REPO, env: Optional[dict] = None, timeout: int = 1200) -> str
     proc = run_process([sys.executable, *args], cwd=cwd, env=env, timeout=timeout)
     assert proc.returncode == 0, f'{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
     return proc.stdout + proc.stderr
-
-
-def load_tool(path) -> ModuleType:
-    """A tool script under ``tools/`` as a module (for the scripts that keep their logic to themselves)."""
-    path = REPO / path
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def assert_close_scaled(actual: torch.Tensor, expected: torch.Tensor, reduction_len: int, ulps: float = 8.,

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from helpers import REPO, load_tool, run_process
+from petah_mm.tools import benchmark as benchmark_tool
+from helpers import REPO, run_process
 
 TOOL = REPO / 'tools' / 'analysis_tools' / 'benchmark.py'
 
@@ -101,7 +102,7 @@ def test_interleaved_timing_cancels_a_machines_drift(monkeypatch):
 def test_amp_rows_use_the_dtype_train_py_amp_trains_with():
     """bf16 on the CPU (BF16OptimWrapper), fp16 on CUDA (AmpOptimWrapper): bf16 autocast would also raise on
     GPUs without bf16."""
-    tool = load_tool(TOOL)
+    tool = benchmark_tool
     assert tool.precisions(argparse.Namespace(amp=True, device='cpu')) == ['fp32', 'bf16']
     assert tool.precisions(argparse.Namespace(amp=True, device='cuda:1')) == ['fp32', 'fp16']
     assert tool.precisions(argparse.Namespace(amp=False, device='cuda')) == ['fp32']
@@ -110,7 +111,7 @@ def test_amp_rows_use_the_dtype_train_py_amp_trains_with():
 
 def test_an_unknown_device_is_refused_by_name(capsys):
     with pytest.raises(SystemExit):
-        load_tool(TOOL).parse_args(['--device', 'mps'])
+        benchmark_tool.parse_args(['--device', 'mps'])
     assert "--device mps: expected 'cpu', 'cuda' or 'cuda:N'" in capsys.readouterr().err
 
 
@@ -118,5 +119,5 @@ def test_a_training_row_keeps_its_fastest_round():
     """A burst of another tenant's load slowed one round 2.5×: the row is the undisturbed time; memory,
     which that load does not change, is the median."""
     rounds = [dict(ms=3375., peak_gb=1.26), dict(ms=8408., peak_gb=1.27), dict(ms=3685., peak_gb=1.25)]
-    row = load_tool(TOOL).summarise_rounds(rounds)
+    row = benchmark_tool.summarise_rounds(rounds)
     assert row == dict(ms=3375., peak_gb=1.26, ms_by_round=[3375., 8408., 3685.])

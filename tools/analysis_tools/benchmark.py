@@ -6,12 +6,10 @@
     python tools/analysis_tools/benchmark.py --device cuda --amp
     python tools/analysis_tools/benchmark.py --methods full petah2 petah2-dora petah2-lokr  # other presets' rows
 
-What each row measures, and how, is documented in :mod:`petah_mm.analysis.benchmark`, which holds one
-module per job (inference, training, sizes, switch, ablations, report).
+What each row measures, and how, is documented in :mod:`petah_mm.tools.benchmark`, which holds one
+module per job (inference, training, sizes, switch, ablations, report) and where the tests import it.
 """
-from petah_mm.analysis.benchmark import main, parse_args, precisions, row_name, summarise_rounds
-
-__all__ = ['main', 'parse_args', 'precisions', 'row_name', 'summarise_rounds']  # what tests load from this file
+from petah_mm.tools.benchmark import main
 
 if __name__ == '__main__':
     main()

@@ -1,6 +1,7 @@
 """The time of a task switch in merge mode."""
+from petah_mm.testing import randomise_adapters
 from petah_mm.utils.timing import median_ms
-from .common import backbone_for, randomise_adapters
+from .common import backbone_for
 
 
 def switch_time(args):

@@ -4,8 +4,9 @@ import itertools
 
 import torch
 
+from petah_mm.testing import randomise_adapters
 from petah_mm.utils.timing import interleaved_medians_ms
-from .common import autocast, backbone_for, precisions, randomise_adapters, row_name
+from .common import autocast, backbone_for, precisions, row_name
 
 
 def inference(args):

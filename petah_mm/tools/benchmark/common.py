@@ -6,7 +6,6 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from torch import nn
 
-from petah_mm.adapters import is_adapter_key
 from petah_mm.adapters.presets import preset
 from petah_mm.models import without_pretrained
 
@@ -45,14 +44,6 @@ class Classifier(nn.Module):
 
     def forward(self, x):
         return self.head(self.backbone(x)[-1].flatten(2).mean(-1))
-
-
-def randomise_adapters(backbone, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in backbone.named_parameters():
-            if is_adapter_key(name):
-                p.copy_(torch.randn(p.shape, generator=g).to(p.device) * 0.02)
 
 
 def autocast(args, precision):

@@ -1,4 +1,0 @@
-"""``python -m petah_mm.analysis.benchmark``: what the training rows' fresh worker processes run."""
-from .cli import main
-
-main()
