@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from petah_mm.tools import benchmark as benchmark_tool
+from petah_mm.tools.benchmark import machine
 from helpers import REPO, run_process
 
 TOOL = REPO / 'tools' / 'analysis_tools' / 'benchmark.py'
@@ -36,7 +37,8 @@ def check_inference_rows(report, batches, precisions):
 
 @pytest.mark.slow
 def test_trunk_with_bf16_rows_and_two_inference_batches(tmp_path):
-    report, table = benchmark(tmp_path, '--arch', 'l1', '--amp', '--inference-batches', '1', '2', '--rounds', '2')
+    report, table = benchmark(tmp_path, '--arch', 'l1', '--amp', '--inference-batches', '1', '2', '--rounds', '2',
+                              '--op-breakdown')
     check_inference_rows(report, [1, 2], ['fp32', 'bf16'])
     training = report['training']
     assert set(training) == {'full', 'petah2', 'full (bf16)', 'petah2 (bf16)'}
@@ -48,6 +50,13 @@ def test_trunk_with_bf16_rows_and_two_inference_batches(tmp_path):
     assert sizes['petah2']['trainable'] < sizes['full']['trainable']
     assert sizes['petah2']['gflops_merged'] < sizes['petah2']['gflops_unmerged']
     assert '| petah2 unmerged, batch 1 (bf16) |' in table and report['switch_ms'] > 0
+    assert f'CPU: {report["machine"]["cpu"]}' in table
+    breakdown = report['op_breakdown']
+    assert breakdown['precision'] == 'bf16'
+    for method in ('full', 'petah2'):  # a bf16 step runs convolutions, and the optimizer's ops
+        ops = {row['op'] for row in breakdown[method]}
+        assert any('conv' in op for op in ops) and all(row['self_ms'] >= 0 for row in breakdown[method]), ops
+    assert 'Op breakdown of one bf16 training step' in table
 
 
 def test_config_backbone_loads_no_weights(tmp_path):
@@ -121,3 +130,15 @@ def test_a_training_row_keeps_its_fastest_round():
     rounds = [dict(ms=3375., peak_gb=1.26), dict(ms=8408., peak_gb=1.27), dict(ms=3685., peak_gb=1.25)]
     row = benchmark_tool.summarise_rounds(rounds)
     assert row == dict(ms=3375., peak_gb=1.26, ms_by_round=[3375., 8408., 3685.])
+
+
+def test_the_report_says_whether_the_cpu_has_native_bf16():
+    """A reader must know which regime the bf16 rows show: native bf16 is the fast path, emulated bf16 hides
+    the adapters' cost."""
+    epyc = 'processor\t: 0\nmodel name\t: AMD EPYC 9454\nflags\t\t: fpu avx2 avx512f avx512_bf16 sse4_2\n'
+    old_xeon = 'processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8259CL\nflags\t\t: fpu avx2 avx512f\n'
+    assert machine.cpu_info(epyc) == dict(cpu='AMD EPYC 9454', bf16_flags=['avx512_bf16'])
+    assert machine.cpu_info(old_xeon) == dict(cpu='Intel(R) Xeon(R) Platinum 8259CL', bf16_flags=[])
+    line = machine.summary(dict(machine.cpu_info(old_xeon), native_bf16=False, threads=2))
+    assert line.startswith('CPU: Intel(R) Xeon(R) Platinum 8259CL, 2 threads, no native bf16'), line
+    assert 'native bf16 (avx512_bf16)' in machine.summary(dict(machine.cpu_info(epyc), native_bf16=True, threads=2))

@@ -10,10 +10,12 @@ from petah_mm.utils import atomic_write
 from .ablations import CHOICES
 from .common import AMP_PRECISION, PRECISIONS
 from .inference import inference
+from .machine import describe
+from .op_breakdown import op_breakdown
 from .report import markdown
 from .sizes import sizes_and_flops
 from .switch import switch_time
-from .training import train_worker, training
+from .training import train_worker, training, worker_command
 
 DESCRIPTION = 'Measure what PETAH costs: inference latency, training step time, peak memory, sizes and FLOPs.'
 DEFAULT_METHODS = ['full', 'attn-ft', 'lora-attn-r8', 'petah1', 'petah2', 'frozen']
@@ -37,10 +39,13 @@ def parse_args(argv=None):
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--rounds', type=int, default=1, help='training: run every method this many times, in '
                         'rotating order, and keep its fastest round; inference: time rounds × repeats passes')
+    parser.add_argument('--op-breakdown', action='store_true', help='profile one training step of full and '
+                        'petah2 (in the --amp dtype if given) and report their costliest ops side by side')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--method', choices=list(PRESETS), help=argparse.SUPPRESS)
     parser.add_argument('--precision', choices=list(PRECISIONS), default='fp32', help=argparse.SUPPRESS)
+    parser.add_argument('--profile', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--ablation', choices=CHOICES, default='none',
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -61,8 +66,11 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return train_worker(args)
-    report = dict(config=vars(args), threads=torch.get_num_threads(), inference=inference(args),
-                  training=training(args), sizes=sizes_and_flops(args), switch_ms=switch_time(args))
+    report = dict(config=vars(args), machine=describe(args.device), threads=torch.get_num_threads(),
+                  inference=inference(args), training=training(args), sizes=sizes_and_flops(args),
+                  switch_ms=switch_time(args))
+    if args.op_breakdown:
+        report['op_breakdown'] = op_breakdown(args, worker_command)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / 'benchmark.json', 'w') as f:

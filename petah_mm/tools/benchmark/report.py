@@ -1,6 +1,8 @@
 """The benchmark's markdown table."""
 import torch
 
+from . import machine, op_breakdown
+
 
 def markdown(args, report) -> str:
     inf, train, sizes = report['inference'], report['training'], report['sizes']
@@ -11,7 +13,8 @@ def markdown(args, report) -> str:
              f'training batch {args.batch}, {device}. Inference: median of {args.repeats * args.rounds} interleaved '
              f'runs; training: fastest of {args.rounds} round(s) of each method\'s median of {args.repeats} steps '
              f'(peak memory: median over rounds); {args.warmup} warm-up runs each.',
-             '', '| inference | latency (ms) | ÷ plain | ÷ merged |', '|---|---|---|---|']
+             machine.summary(report['machine']), '',
+             '| inference | latency (ms) | ÷ plain | ÷ merged |', '|---|---|---|---|']
     lines += [f'| {name} | {r["ms"]:.1f} | {r["ratio"]:.3f} | '
               + (f'{r["ratio_to_merged"]:.3f} |' if 'ratio_to_merged' in r else '|') for name, r in inf.items()]
     lines += ['', f'| method | train step (ms) | ÷ full | peak memory, {memory} (GB) | ÷ full | trainable params | '
@@ -23,4 +26,6 @@ def markdown(args, report) -> str:
                      f'{s["gflops_merged"]:.2f} | {s["gflops_unmerged"]:.2f} |')
     lines += ['', f'Switching the shared kernels between two PETAH-2 tasks (unmerge + merge): '
               f'{report["switch_ms"]:.1f} ms.']
+    if 'op_breakdown' in report:
+        lines += op_breakdown.markdown(report['op_breakdown'])
     return '\n'.join(lines) + '\n'

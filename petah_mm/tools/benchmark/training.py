@@ -12,6 +12,7 @@ from torch import nn
 from petah_mm.utils.timing import median_ms, rotated
 from .ablations import ABLATIONS, undo
 from .common import NUM_CLASSES, Classifier, autocast, backbone_for, precisions, row_name
+from .op_breakdown import profiled_ops
 
 
 def peak_memory_gb(device) -> float:
@@ -51,7 +52,10 @@ def train_worker(args):
         optimizer.step()
 
     ms = median_ms(step, args.warmup, args.repeats, args.device)
-    print(json.dumps(dict(ms=ms, peak_gb=peak_memory_gb(args.device), model_gb=baseline)))
+    measured = dict(ms=ms, peak_gb=peak_memory_gb(args.device), model_gb=baseline)
+    if args.profile:
+        measured['ops'] = profiled_ops(step, args.device)
+    print(json.dumps(measured))
 
 
 def worker_command(args, method, ablation, precision):
