@@ -11,11 +11,10 @@ from .ablations import CHOICES
 from .common import AMP_PRECISION, PRECISIONS
 from .inference import inference
 from .machine import describe
-from .op_breakdown import op_breakdown
 from .report import markdown
 from .sizes import sizes_and_flops
 from .switch import switch_time
-from .training import train_worker, training, worker_command
+from .training import train_worker, training
 
 DESCRIPTION = 'Measure what PETAH costs: inference latency, training step time, peak memory, sizes and FLOPs.'
 DEFAULT_METHODS = ['full', 'attn-ft', 'lora-attn-r8', 'petah1', 'petah2', 'frozen']
@@ -59,6 +58,8 @@ def parse_args(argv=None):
         parser.error(f'--rounds {args.rounds} --repeats {args.repeats}: both must be at least 1')
     if 'petah2' not in args.methods:
         parser.error('--methods must include petah2: the inference and task-switch rows measure it')
+    if args.op_breakdown and 'full' not in args.methods:
+        parser.error('--op-breakdown compares full fine-tuning with petah2: add full to --methods')
     return args
 
 
@@ -66,11 +67,12 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return train_worker(args)
+    latencies = inference(args)
+    rows, profiles = training(args)
     report = dict(config=vars(args), machine=describe(args.device), threads=torch.get_num_threads(),
-                  inference=inference(args), training=training(args), sizes=sizes_and_flops(args),
-                  switch_ms=switch_time(args))
-    if args.op_breakdown:
-        report['op_breakdown'] = op_breakdown(args, worker_command)
+                  inference=latencies, training=rows, sizes=sizes_and_flops(args), switch_ms=switch_time(args))
+    if profiles:
+        report['op_breakdown'] = profiles
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / 'benchmark.json', 'w') as f:

@@ -4,16 +4,15 @@ The step-time ratio says how much cheaper PETAH-2 trains; this table says why, a
 (the W + ΔW builds, the thin low-rank gradient products, casts). On a CPU without native bf16 the bf16 rows
 are dominated by emulated GEMMs and convolutions; the ops' table still shows the adapters' own share.
 """
-import json
-import subprocess
-
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from .common import AMP_PRECISION, row_name
+from .common import AMP_PRECISION
 
 #: ops per method kept in the report, by self time
 TOP_OPS = 25
+#: the methods whose steps the breakdown compares
+PROFILED = ('full', 'petah2')
 
 
 def profiled_ops(step, device) -> list:
@@ -25,22 +24,14 @@ def profiled_ops(step, device) -> list:
     return [dict(op=e.key, self_ms=e.self_cpu_time_total / 1e3, calls=e.count) for e in events[:TOP_OPS]]
 
 
-def op_breakdown(args, worker_command) -> dict:
-    """One profiled step of full and of PETAH-2, each in a fresh worker, in the --amp dtype if given."""
-    precision = AMP_PRECISION[torch.device(args.device).type] if args.amp else 'fp32'
-    result = dict(precision=precision)
-    for method in ('full', 'petah2'):
-        command = worker_command(args, method, 'none', precision) + ['--profile']
-        proc = subprocess.run(command, capture_output=True, text=True)
-        if proc.returncode:
-            raise RuntimeError(f'op breakdown of {row_name(method, precision)} failed:\n{proc.stderr[-2000:]}')
-        result[method] = json.loads(proc.stdout.strip().splitlines()[-1])['ops']
-    return result
+def breakdown_precision(args) -> str:
+    """The dtype the breakdown profiles: the --amp one if given (where the adapters' cost shows), else fp32."""
+    return AMP_PRECISION[torch.device(args.device).type] if args.amp else 'fp32'
 
 
 def markdown(breakdown: dict) -> list:
     """Side by side, the ops that cost most in either method's step (self CPU time, ms)."""
-    full, petah = ({r['op']: r for r in breakdown[m]} for m in ('full', 'petah2'))
+    full, petah = ({r['op']: r for r in breakdown[m]} for m in PROFILED)
 
     def cost(op):
         return max(rows[op]['self_ms'] for rows in (full, petah) if op in rows)

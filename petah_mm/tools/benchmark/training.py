@@ -12,7 +12,7 @@ from torch import nn
 from petah_mm.utils.timing import median_ms, rotated
 from .ablations import ABLATIONS, undo
 from .common import NUM_CLASSES, Classifier, autocast, backbone_for, precisions, row_name
-from .op_breakdown import profiled_ops
+from .op_breakdown import PROFILED, breakdown_precision, profiled_ops
 
 
 def peak_memory_gb(device) -> float:
@@ -75,21 +75,29 @@ def summarise_rounds(measured):
 
 def training(args):
     """Each method's step in a fresh process, in ``--rounds`` rounds of all methods in rotating order, so that
-    a slow spell of the machine does not fall on one method's every round."""
+    a slow spell of the machine does not fall on one method's every round. Returns the rows, and with
+    ``--op-breakdown`` the profiled ops of full and PETAH-2 (else an empty dict)."""
     runs = {m: (m, 'none') for m in args.methods}
     if 'petah2' in args.methods and not args.skip_ablations:
         runs.update(ABLATIONS)
     rounds = {row_name(name, precision): [] for precision in precisions(args) for name in runs}
+    profiles = {}
     for round_index in range(args.rounds):
         for precision in precisions(args):
             for name in rotated(list(runs), round_index):
                 method, ablation = runs[name]
-                proc = subprocess.run(worker_command(args, method, ablation, precision), capture_output=True,
-                                      text=True)
+                command = worker_command(args, method, ablation, precision)
+                # --op-breakdown: the first round's worker profiles one more step after its timed ones
+                profile = args.op_breakdown and round_index == 0 and name in PROFILED and \
+                    precision == breakdown_precision(args)
+                proc = subprocess.run(command + ['--profile'] * profile, capture_output=True, text=True)
                 if proc.returncode:
                     raise RuntimeError(f'training benchmark of {row_name(name, precision)} failed:\n'
                                        f'{proc.stderr[-2000:]}')
-                rounds[row_name(name, precision)].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                measured = json.loads(proc.stdout.strip().splitlines()[-1])
+                if profile:
+                    profiles[name] = measured.pop('ops')
+                rounds[row_name(name, precision)].append(measured)
     results = {}
     for precision in precisions(args):
         for name, (method, _) in runs.items():
@@ -100,4 +108,4 @@ def training(args):
             r = results[row_name(name, precision)]
             if full is not None:
                 r.update(time_ratio=r['ms'] / full['ms'], memory_ratio=r['peak_gb'] / full['peak_gb'])
-    return results
+    return results, profiles and dict(profiles, precision=breakdown_precision(args))
