@@ -29,7 +29,7 @@ from .discovery import as_targets, describe_groups, discover_groups, fused_atten
 from .factorizations import factorization_class
 from .injector import Targets, adapted_layers, inject_adapters, set_trainable, task_parameter_names
 from .io import check_adapter, check_task_id, fingerprint, read_tensor_file, write_tensor_file
-from .layers import ADAPTER_KEY
+from .layers import ADAPTER_KEY, is_adapter_key
 from .methods import AdapterPlan, build_plan
 
 #: top-level modules of OpenMMLab backbones that normalise each output (mmdet's Swin, mmpretrain's
@@ -141,7 +141,7 @@ class AdaptedBackboneMixin(NormEvalMixin):
         for name, param in self.named_parameters():
             if param.requires_grad and name in task:
                 layer = name.split(ADAPTER_KEY)[0]
-                counts[group_of[layer] if ADAPTER_KEY in name else 'other'] += param.numel()
+                counts[group_of[layer] if is_adapter_key(name) else 'other'] += param.numel()
         return counts
 
     def reset_adapters(self) -> None:

@@ -37,7 +37,8 @@ class AdapterPlan:
 
     def describe(self) -> str:
         def settings(cfg):
-            return ''.join(f' {k}={v}' for k, v in cfg.items() if k not in ('type', 'rank', 'alpha', 'dropout'))
+            own = factorization_class(cfg['type']).settings()
+            return ''.join(f' {k}={v}' for k, v in cfg.items() if k in own)
 
         parts = [f'{group}: {cfg["type"]} r={cfg["rank"]}{settings(cfg)}' for group, cfg in self.adapters.items()]
         if self.train_all:

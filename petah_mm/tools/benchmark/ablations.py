@@ -13,7 +13,7 @@ from petah_mm.utils.modules import replace_module
 
 ABLATIONS = {'petah2 (BatchNorm kept)': ('petah2', 'batchnorm'), 'petah2 (two-layer branch)': ('petah2', 'branch'),
              'petah2 (autograd through W + ΔW)': ('petah2', 'fused')}
-CHOICES = ('none', 'batchnorm', 'branch', 'fused')
+CHOICES = ('none', *(ablation for _, ablation in ABLATIONS.values()))
 
 
 def plain_batchnorms(module: nn.Module) -> None:
