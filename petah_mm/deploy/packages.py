@@ -11,15 +11,17 @@ A package is a directory with three files:
 
 The shared backbone is one ``backbone.safetensors`` for all tasks. A package is pure data:
 nothing is unpickled, and the config is parsed with ``json``, never executed like a ``.py``
-config. Every ``type`` it names must be a module registered in mmengine's registries (mmengine
-would otherwise import any dotted path, e.g. ``os.system``). Each file records the package's
+config. Before mmengine sees the config, every name in it that mmengine would import or resolve
+(``type``, ``_scope_``, ``default_scope``, ``custom_imports``, ``_base_``, ``scope::`` strings) must be
+a registered module or a library's scope (:func:`check_config_names`); mmengine would otherwise
+import any dotted path, e.g. ``os.system``, or ``<scope>.registry``. Each file records the package's
 random task id, so a file copied in from another package is refused.
 """
 import json
+import math
 import shutil
 import tempfile
 import uuid
-from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
@@ -27,6 +29,7 @@ from typing import Dict, Optional, Tuple, Union
 import mmengine.registry
 import torch
 from mmengine.config import Config
+from mmengine.config.config import RESERVED_KEYS as CONFIG_RESERVED_KEYS
 from mmengine.registry import MODELS, DefaultScope, Registry
 from mmengine.runner import load_checkpoint
 from torch import nn
@@ -36,10 +39,14 @@ from ..adapters.io import (AdapterFileError, check_task_id, check_tensors, finge
 from ..models import without_pretrained
 from ..utils import atomic_write
 from ..utils.fileio import default_mode
+from ..utils.json_data import DataError, parse_json_data
 
 CONFIG_FILE = 'config.json'
-#: the libraries a task package may come from (its ``default_scope``)
+#: the libraries a task package may come from (its ``default_scope``), and the only scopes (``_scope_``, scope
+#: prefixes) it may name: the only ``<scope>.registry`` modules reading a package imports
 LIBRARY_SCOPES = ('mmengine', 'mmdet', 'mmseg', 'mmpretrain')
+#: the modules a package's ``custom_imports`` may name: petah_mm itself, which is reading it
+TRUSTED_IMPORTS = ('petah_mm', )
 #: ``type`` values the libraries read without a registry: mmdet's ``getattr(mmcv.ops, type)`` RoI layers, and
 #: mmcv's ``batched_nms``, which ``eval``s its type, so only these exact strings are accepted
 NON_REGISTRY_TYPES = ('nms', 'soft_nms', 'RoIAlign', 'RoIPool')
@@ -107,6 +114,9 @@ def to_json_data(node, key='config'):
         return {'__tuple__': [to_json_data(v, f'{key}[{i}]') for i, v in enumerate(node)]}
     if isinstance(node, list):
         return [to_json_data(v, f'{key}[{i}]') for i, v in enumerate(node)]
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ValueError(f'{key}={node} cannot be stored in a task package: JSON numbers are finite, and reading '
+                         'refuses non-finite ones (write a finite value, e.g. 1e8 for an unbounded range)')
     if node is None or isinstance(node, (bool, int, float, str)):
         return node
     raise TypeError(f'{key}: a {type(node).__name__} cannot be stored in a task package config (JSON data only); '
@@ -118,71 +128,138 @@ def from_json_object(node: dict):
 
 
 def read_package_config(package: PathLike) -> tuple:
-    """``(task id, Config)`` from a package's ``config.json``; parsing JSON never runs code."""
+    """``(task id, Config)`` from a package's ``config.json``; parsing JSON never runs code, and every name
+    that would make mmengine import or resolve something is checked before mmengine sees the config."""
     path = Path(package) / CONFIG_FILE
     if not path.is_file():
         legacy = ' (it has a config.py: an older, code-executing package format; export it again)' if (
             Path(package) / 'config.py').exists() else ''
         raise AdapterFileError(f'{package}: no {CONFIG_FILE}, not a task package{legacy}')
     try:
-        data = json.loads(path.read_text(), object_hook=from_json_object)
+        data = parse_json_data(path.read_text(), str(path), object_hook=from_json_object)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AdapterFileError(f'{path}: not valid JSON ({e}); a package config is JSON data, export the '
                                'package again') from e
+    except DataError as e:
+        raise AdapterFileError(f'{e}; export the package again') from e
     if not (isinstance(data, dict) and isinstance(data.get('task_id'), str) and isinstance(data.get('config'), dict)):
         raise AdapterFileError(f'{path}: expected {{"task_id": str, "config": {{...}}}}, got '
                                f'{type(data).__name__} with keys {sorted(data) if isinstance(data, dict) else []}')
-    cfg = Config(data['config'])
-    if cfg.get('default_scope') not in LIBRARY_SCOPES[1:]:
-        raise AdapterFileError(f'{path}: default_scope={cfg.get("default_scope")!r}; a task package belongs to one '
-                               f'of {LIBRARY_SCOPES[1:]}')
-    check_registered_types(cfg.to_dict(), path, cfg.default_scope)
-    return data['task_id'], cfg
+    check_config_names(data['config'], path)
+    return data['task_id'], Config(data['config'])
 
 
-@contextmanager
-def registry_import_fallback_disabled():
-    """mmengine's ``Registry.get`` imports any dotted name it does not know; switch that off."""
-    module = mmengine.registry.registry
-    original = module.get_object_from_string
-    module.get_object_from_string = lambda name: None
-    try:
-        yield
-    finally:
-        module.get_object_from_string = original
+def check_config_names(config: dict, path) -> None:
+    """Refuse, naming the key, every value that would make mmengine import or resolve a name the package chose.
+
+    mmengine imports ``<scope>.registry`` for ``_scope_``, ``default_scope`` and a ``type``'s scope
+    prefix (``mmdet.Foo``), imports any dotted ``type`` it does not find in a registry, imports
+    ``custom_imports``, reads the files ``_base_`` names and resolves ``scope::path`` strings through
+    the scope's package. So scopes must be :data:`LIBRARY_SCOPES`, types registered
+    (:func:`check_registered_types`), imports :data:`TRUSTED_IMPORTS`, and ``_base_`` is refused: an
+    exported config is already complete.
+    """
+    reserved = sorted(set(config) & set(CONFIG_RESERVED_KEYS))
+    if reserved:
+        raise AdapterFileError(f'{path}: config keys {reserved} are reserved by mmengine\'s Config; not a config '
+                               'petah_mm exported')
+    if config.get('default_scope') not in LIBRARY_SCOPES[1:]:
+        raise AdapterFileError(f'{path}: config.default_scope={config.get("default_scope")!r}; a task package '
+                               f'belongs to one of {LIBRARY_SCOPES[1:]}')
+    check_registered_types(config, path, config['default_scope'])
+
+
+def refuse(path, key: str, value, reason: str):
+    raise AdapterFileError(f'{path}: {key}={value!r} {reason}; a task package is data and may not name code')
+
+
+def check_registered_types(node, path, scope, key='config') -> None:
+    """Every ``type`` in the config names a module registered where it is built (the innermost ``_scope_``, else
+    the package's scope), every scope is a library's, and nothing names another module; else refused."""
+    if isinstance(node, str):
+        prefix = node.partition('::')[0]
+        if '::' in node and prefix not in LIBRARY_SCOPES:
+            refuse(path, key, node, f'names the scope {prefix!r}, and mmengine resolves "scope::..." by importing '
+                   f'that package; only {LIBRARY_SCOPES} may be named')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            check_registered_types(value, path, scope, f'{key}[{i}]')
+    elif isinstance(node, dict):
+        if '_base_' in node:
+            refuse(path, f'{key}._base_', node['_base_'], 'makes mmengine read another config; an exported '
+                   'package config is complete and never inherits')
+        if 'custom_imports' in node and not is_trusted_import(node['custom_imports']):
+            refuse(path, f'{key}.custom_imports', node['custom_imports'], 'makes mmengine import modules '
+                   f'(running their code); a package may only name {TRUSTED_IMPORTS}')
+        for name in ('_scope_', 'default_scope'):
+            if name in node and node[name] not in LIBRARY_SCOPES:
+                refuse(path, f'{key}.{name}', node[name], f'makes mmengine import "<scope>.registry"; a scope '
+                       f'must be one of {LIBRARY_SCOPES}')
+        scope = node.get('_scope_', scope)
+        if 'type' in node:
+            name = node['type']
+            if not (name in NON_REGISTRY_TYPES or isinstance(name, str) and is_registered(name, scope)):
+                refuse(path, f'{key}.type', name, f'is not a registered module name in scope {scope!r} (mmengine '
+                       'would import an unknown name)')
+        for k, value in node.items():
+            check_registered_types(value, path, scope, f'{key}.{k}')
+
+
+def is_trusted_import(custom_imports) -> bool:
+    """``custom_imports`` as petah_mm's configs write it: ``dict(imports=[...], allow_failed_imports=...)``,
+    importing only :data:`TRUSTED_IMPORTS` (already imported by whoever reads the package)."""
+    return (isinstance(custom_imports, dict) and set(custom_imports) <= {'imports', 'allow_failed_imports'}
+            and isinstance(custom_imports.get('imports'), list)
+            and all(name in TRUSTED_IMPORTS for name in custom_imports['imports']))
+
+
+def library_registry_module(scope: str):
+    """The registry module of one of :data:`LIBRARY_SCOPES`, the only modules a check imports by scope name."""
+    if scope not in LIBRARY_SCOPES:
+        raise ValueError(f'scope {scope!r} is not one of {LIBRARY_SCOPES}; no other registry is imported')
+    return import_module(f'{scope}.registry')  # creates the library's child registries
 
 
 def is_registered(name: str, scope: str) -> bool:
     """Whether a build in ``scope`` finds ``name`` in a registry, importing nothing named by the package.
 
-    A scope prefix (``mmpretrain.EfficientFormer``) must be a library's: mmengine imports
-    ``<prefix>.registry`` for any other, and its fallback imports any dotted path.
+    mmengine's ``Registry.get`` imports ``<prefix>.registry`` for a scope prefix
+    (``mmpretrain.EfficientFormer``), and any name it cannot find. So a name may have one prefix, a
+    library's, and is looked up by get()'s search (:func:`find_registered`) in the registries' own
+    tables: no import but the libraries' registries, and no change to mmengine's state (checks may
+    run in several threads at once).
     """
-    if '.' in name and name.split('.')[0] not in LIBRARY_SCOPES:
-        return False
-    import_module(f'{scope}.registry')  # creates the library's child registries
-    with registry_import_fallback_disabled():
-        for root in (r for r in vars(mmengine.registry).values() if isinstance(r, Registry)):
-            if root._children.get(scope, root).get(name) is not None:  # the registry a build in scope uses
-                return True
+    library_registry_module(scope)
+    prefix, real_name = Registry.split_scope_key(name)
+    if prefix is not None:
+        if prefix not in LIBRARY_SCOPES or '.' in real_name:  # get() would import a second prefix's registry
+            return False
+        library_registry_module(prefix)
+    for root in (r for r in vars(mmengine.registry).values() if isinstance(r, Registry)):
+        registry = root._search_child(scope)  # the registry a build in scope uses (not `or`: an empty one is falsy)
+        if find_registered(root if registry is None else registry, name):
+            return True
     return False
 
 
-def check_registered_types(node, path, scope, key='config') -> None:
-    """Every ``type`` in the config is a string naming a registered module, or the package is refused."""
-    if isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            check_registered_types(value, path, scope, f'{key}[{i}]')
-        return
-    if not isinstance(node, dict):
-        return
-    if 'type' in node:
-        name = node['type']
-        if not (name in NON_REGISTRY_TYPES or isinstance(name, str) and is_registered(name, scope)):
-            raise AdapterFileError(f'{path}: {key}.type={name!r} is not a registered module name; a task package '
-                                   'may only name registered types (it is data, not code)')
-    for k, value in node.items():
-        check_registered_types(value, path, scope, f'{key}.{k}')
+def find_registered(registry: Registry, key: str) -> bool:
+    """``Registry.get(key) is not None`` (mmengine 0.10) minus its fallback imports: the registry, then its
+    ancestors, for a plain name; the scope's registry for a scope prefix."""
+    registry.import_from_location()  # the library's own module list, as get() does
+    scope, real_key = Registry.split_scope_key(key)
+    if scope is None or scope == registry.scope:
+        if real_key in registry._module_dict:
+            return True
+        parent = registry.parent if scope is None else None
+        while parent is not None:
+            if real_key in parent._module_dict:
+                return True
+            parent = parent.parent
+        return False
+    if scope in registry._children:
+        return find_registered(registry._children[scope], real_key)
+    root = registry._get_root_registry()
+    return (scope == root.scope or scope in root._children) and find_registered(root, key)
 
 
 def build_task_model(config: Union[Config, PathLike]) -> nn.Module:

@@ -2,10 +2,16 @@
 import argparse
 import os
 import os.path as osp
+import re
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
+
+from ..utils.json_data import check_numbers
+
+#: key names that feed a loss or a size (:func:`feeds_loss_or_size`)
+LOSS_OR_SIZE = re.compile(r'loss|scale|size|shape|ratio')
 
 
 def tool_parser(description: str) -> argparse.ArgumentParser:
@@ -28,7 +34,8 @@ def parse_tool_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
 
 
 def apply_common_args(cfg: Config, config_path: str, args) -> Config:
-    """--launcher, --cfg-options and --work-dir, the way mmdet's tools apply them."""
+    """--launcher, --cfg-options and --work-dir, the way mmdet's tools apply them; then non-finite numbers that
+    feed a loss or a size are refused, naming the key, before any training or testing starts."""
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -36,9 +43,17 @@ def apply_common_args(cfg: Config, config_path: str, args) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+    check_numbers(cfg.to_dict(), config_path, where=feeds_loss_or_size)
     if args.launcher != 'none':
         setup_cpu_distributed(cfg)
     return cfg
+
+
+def feeds_loss_or_size(key: str) -> bool:
+    """Config keys whose numbers must be finite in a training config: a loss's (``loss_weight``, ``loss_cls``)
+    and a size's (``scale``, ``crop_size``, ``ratio_range``, ``size_divisor``). A training config is the
+    user's own Python, where ``float('inf')`` may be a meaningful bound elsewhere (a clip norm, a range)."""
+    return bool(LOSS_OR_SIZE.search(key))
 
 
 def setup_cpu_distributed(cfg: Config) -> None:

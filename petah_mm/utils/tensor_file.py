@@ -20,6 +20,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from .fileio import write_bytes_atomic
+from .json_data import DataError, parse_json_data
 
 FORMAT_VERSION = '2'  # 2: sha256 of the tensor bytes in every file
 #: kind -> whether its floating-point tensors must be finite (a sparse pack stores any checkpoint bit for bit)
@@ -71,7 +72,7 @@ def read_tensor_file(path: Union[str, Path], kind: str) -> Tuple[Tensors, Dict[s
     try:
         tensors = load_safetensors_bytes(data)
         header_len = int.from_bytes(data[:8], 'little')
-        raw_meta = json.loads(data[8:8 + header_len]).get('__metadata__') or {}
+        raw_meta = parse_json_data(data[8:8 + header_len].decode(), 'header').get('__metadata__') or {}
     except (SafetensorError, ValueError, UnicodeDecodeError) as e:
         raise TensorFileError(f'{path}: not a readable safetensors file ({e}); the file is truncated '
                               f'or corrupt, write the {kind} file again') from e
@@ -89,10 +90,12 @@ def read_tensor_file(path: Union[str, Path], kind: str) -> Tuple[Tensors, Dict[s
     for key, value in raw_meta.items():
         if key in RESERVED_KEYS:
             continue
-        try:
-            meta[key] = json.loads(value)
+        try:  # non-finite numbers only where the tensors may hold them too (a sparse pack of any checkpoint)
+            meta[key] = parse_json_data(value, f'{path}: metadata {key!r}', finite=KINDS[kind])
         except json.JSONDecodeError as e:
             raise TensorFileError(f'{path}: metadata {key!r} is not valid JSON ({e}): {value[:80]!r}') from e
+        except DataError as e:
+            raise TensorFileError(str(e)) from e
     if KINDS[kind]:
         check_finite(path, tensors)
     return tensors, meta
