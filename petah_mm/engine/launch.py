@@ -10,8 +10,8 @@ from mmengine.config import Config, DictAction
 
 from ..utils.json_data import check_numbers
 
-#: key names that feed a loss or a size (:func:`feeds_loss_or_size`)
-LOSS_OR_SIZE = re.compile(r'loss|scale|size|shape|ratio')
+#: key names that feed a loss or a size (:func:`feeds_loss_or_size`): one of these words between underscores
+LOSS_OR_SIZE = re.compile(r'(?:^|_)(?:loss|scale|size|shape|ratio)(?:e?s)?(?:_|$)')
 
 
 def tool_parser(description: str) -> argparse.ArgumentParser:
