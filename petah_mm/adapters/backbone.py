@@ -19,7 +19,7 @@
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -149,16 +149,15 @@ class AdaptedBackboneMixin(NormEvalMixin):
         for layer in adapted_layers(self).values():
             layer.reset_adapter()
 
-    def merged_kernels(self) -> Dict[str, torch.Tensor]:
-        """Every adapted layer's merged kernel, computed and checked finite; changes nothing. A ValueError
-        names the first layer whose kernel is not finite."""
-        kernels = {}
+    def merged_kernels(self) -> Iterator[Tuple[str, torch.Tensor]]:
+        """``(layer name, merged kernel)`` of every adapted layer in turn, each checked finite; changes nothing.
+        A ValueError names the first layer whose kernel is not finite."""
         for name, layer in adapted_layers(self).items():
             try:
-                kernels[name] = layer.merged_kernel()
+                kernel = layer.merged_kernel()
             except ValueError as e:
                 raise ValueError(f'layer {name!r}: {e}') from e
-        return kernels
+            yield name, kernel
 
     def merge_adapters(self) -> None:
         """Fold every adapter into its kernel, all or nothing: the kernels are computed and checked first,
@@ -167,7 +166,7 @@ class AdaptedBackboneMixin(NormEvalMixin):
         layers = adapted_layers(self)
         done = []
         try:
-            for name, kernel in self.merged_kernels().items():
+            for name, kernel in list(self.merged_kernels()):  # every kernel checked before the first is put in place
                 layers[name].commit_merge(kernel)
                 done.append(layers[name])
         except BaseException:
@@ -234,7 +233,8 @@ class AdaptedBackboneMixin(NormEvalMixin):
         for name, tensor in tensors.items():
             own[name].copy_(tensor)
         try:  # finite factors can still overflow in their product: such a file is refused, in any mode
-            self.merged_kernels()
+            for _ in self.merged_kernels():  # one layer's kernel at a time: no second backbone in memory
+                pass
         except ValueError as e:
             for name, tensor in previous.items():
                 own[name].copy_(tensor)
