@@ -103,7 +103,11 @@ def publish_exclusive(tmp: str, path: Path) -> None:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, default_mode()))
         except FileExistsError:
             raise exists_error(path) from None
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(path)  # the empty name this writer claimed
+            raise
         return
     os.unlink(tmp)
 
