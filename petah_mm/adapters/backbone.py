@@ -19,7 +19,7 @@
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -28,7 +28,7 @@ from ..utils import NormEvalMixin, convert_frozen_batchnorm
 from .discovery import as_targets, describe_groups, discover_groups, fused_attention
 from .factorizations import factorization_class
 from .injector import Targets, adapted_layers, inject_adapters, set_trainable, task_parameter_names
-from .io import check_adapter, check_task_id, fingerprint, read_tensor_file, write_tensor_file
+from .io import AdapterFileError, check_adapter, check_task_id, fingerprint, read_tensor_file, write_tensor_file
 from .layers import ADAPTER_KEY, is_adapter_key
 from .methods import AdapterPlan, build_plan
 
@@ -149,9 +149,30 @@ class AdaptedBackboneMixin(NormEvalMixin):
         for layer in adapted_layers(self).values():
             layer.reset_adapter()
 
+    def merged_kernels(self) -> Iterator[Tuple[str, torch.Tensor]]:
+        """``(layer name, merged kernel)`` of every adapted layer in turn, each checked finite; changes nothing.
+        A ValueError names the first layer whose kernel is not finite."""
+        for name, layer in adapted_layers(self).items():
+            try:
+                kernel = layer.merged_kernel()
+            except ValueError as e:
+                raise ValueError(f'layer {name!r}: {e}') from e
+            yield name, kernel
+
     def merge_adapters(self) -> None:
-        for layer in adapted_layers(self).values():
-            layer.merge()
+        """Fold every adapter into its kernel, all or nothing: the kernels are computed and checked first,
+        then put in place; if anything fails midway the layers merged so far are unmerged again, so the
+        backbone is exactly as before (the frozen kernels are the very tensors it held)."""
+        layers = adapted_layers(self)
+        done = []
+        try:
+            for name, kernel in list(self.merged_kernels()):  # every kernel checked before the first is put in place
+                layers[name].commit_merge(kernel)
+                done.append(layers[name])
+        except BaseException:
+            for layer in reversed(done):
+                layer.unmerge()
+            raise
 
     def unmerge_adapters(self) -> None:
         for layer in adapted_layers(self).values():
@@ -200,10 +221,21 @@ class AdaptedBackboneMixin(NormEvalMixin):
 
     @torch.no_grad()
     def load_adapter(self, path: Union[str, Path], task_id: Optional[str] = None) -> None:
-        """Apply an adapter file (of package ``task_id`` if given), or raise before touching any weight."""
+        """Apply an adapter file (of package ``task_id`` if given), or raise leaving every weight as it was.
+
+        Besides the file checks, every merged kernel must be finite in the model's dtype, so a file
+        whose finite factors overflow in their product is refused here, not at the first NaN output."""
         tensors, meta = read_tensor_file(path, kind='adapter')
         own = self.task_state_dict()
         check_task_id(path, meta, task_id)
         check_adapter(path, tensors, meta, self.adapter_metadata(), own, self.frozen_fingerprint())
+        previous = {name: tensor.clone() for name, tensor in own.items()}
         for name, tensor in tensors.items():
             own[name].copy_(tensor)
+        try:  # finite factors can still overflow in their product: such a file is refused, in any mode
+            for _ in self.merged_kernels():  # one layer's kernel at a time: no second backbone in memory
+                pass
+        except ValueError as e:
+            for name, tensor in previous.items():
+                own[name].copy_(tensor)
+            raise AdapterFileError(f'{path}: {e}; the adapter would compute NaN/Inf, so it is refused') from e

@@ -104,22 +104,34 @@ class AdaptedLayerMixin:
         raise NotImplementedError
 
     @torch.no_grad()
+    def merged_kernel(self) -> torch.Tensor:
+        """The kernel merging would write, in the weight's own dtype; ValueError if it is not finite there
+        (finite factors whose product overflows, e.g. two of 3e19 in float32). Changes nothing."""
+        if self.merged:
+            raise RuntimeError(f'{type(self).__name__} is already merged; call unmerge() first '
+                               '(merging twice would add the delta twice)')
+        merged = self.adapter.merged_weight(self.weight.data).to(self.weight.dtype)
+        if not torch.isfinite(merged).all():
+            largest = max((p.abs().max().item() for p in self.adapter.parameters() if p.numel()), default=0.)
+            raise ValueError(f'non-finite adapter delta for {type(self).__name__} {tuple(self.weight.shape)}: W + ΔW '
+                             f'holds NaN or Inf in {self.weight.dtype} (largest factor {largest:.3g})')
+        return merged
+
+    @torch.no_grad()
+    def commit_merge(self, merged: torch.Tensor) -> None:
+        """Put a kernel from :meth:`merged_kernel` in place, keeping the frozen one aside (cannot fail)."""
+        self._frozen_weight = self.weight.data
+        self.weight.data = merged
+        self.merged = True
+
     def merge(self) -> None:
         """Write the factorization's merged kernel into the weight, so inference costs exactly a plain layer.
 
         The frozen bias is left as it is: no factorization here adapts a bias (LoRA's A and B are
         bias-free, Eq. (2); DoRA rescales the kernel only), so the merged bias is the frozen one.
+        A non-finite kernel is refused before anything changes.
         """
-        if self.merged:
-            raise RuntimeError(f'{type(self).__name__} is already merged; call unmerge() first '
-                               '(merging twice would add the delta twice)')
-        merged = self.adapter.merged_weight(self.weight.data)
-        if not torch.isfinite(merged).all():
-            raise ValueError(f'refusing to merge a non-finite adapter delta into {type(self).__name__} '
-                             f'{tuple(self.weight.shape)}: the adapter weights contain NaN or Inf')
-        self._frozen_weight = self.weight.data
-        self.weight.data = merged.to(self.weight.dtype)
-        self.merged = True
+        self.commit_merge(self.merged_kernel())
 
     @torch.no_grad()
     def unmerge(self) -> None:

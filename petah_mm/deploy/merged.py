@@ -15,7 +15,7 @@ from torch import nn
 
 from ..adapters import is_adapter_key
 from ..models import without_pretrained
-from ..utils import check_output_path, save_torch_atomic
+from ..utils import check_output_path, save_torch_atomic, write_bytes_atomic
 
 
 @torch.no_grad()
@@ -50,20 +50,41 @@ def needs_petah_mm(backbone_cfg: dict, scope: Optional[str]) -> bool:
         return backbone_class(backbone_cfg['type']).__module__.startswith('petah_mm')
 
 
+def merged_output_paths(out_file: Union[str, Path], force: bool = False,
+                        inputs: Iterable[Union[str, Path]] = ()) -> Tuple[Path, Path]:
+    """``(checkpoint, config)`` that :func:`export_merged` writes for ``out_file``, or the reason it may not:
+    one would overwrite an input, an existing file (without ``force``), or the other (``out.py``)."""
+    out_file = Path(out_file)
+    config_file = out_file.with_suffix('.py')
+    if config_file == out_file:
+        raise ValueError(f'{str(out_file)!r}: the merged checkpoint and its config ({str(config_file)!r}) would '
+                         'be the same file; name the checkpoint with another suffix, e.g. .pth')
+    for path in (config_file, out_file):
+        check_output_path(path, force, inputs)
+    return out_file, config_file
+
+
 def export_merged(model: nn.Module, cfg: Config, out_file: Union[str, Path], force: bool = False,
                   inputs: Iterable[Union[str, Path]] = ()) -> Path:
     """Write ``out_file`` (a ``state_dict`` checkpoint) and ``<out_file>.py``, its adapter-free config.
 
-    Existing outputs are refused unless ``force``; ``inputs`` (the training config and checkpoint)
-    are never overwritten."""
-    out_file, inputs = Path(out_file), [*inputs, cfg.filename] if cfg.filename else list(inputs)
-    check_output_path(out_file.with_suffix('.py'), force, inputs)
-    save_torch_atomic(dict(state_dict=merged_state_dict(model), meta=dict(merged_from=cfg.filename)), out_file,
-                      force, inputs)
+    Both are written atomically, and together: if the config cannot be written, a checkpoint this
+    call created is removed again. Existing outputs are refused unless ``force``; ``inputs`` (the
+    training config and checkpoint) are never overwritten, and neither is the checkpoint by its
+    own config."""
+    inputs = [*inputs, cfg.filename] if cfg.filename else list(inputs)
+    out_file, config_file = merged_output_paths(out_file, force, inputs)
     plain = Config(cfg.to_dict())
     plain.model.backbone = without_pretrained(model.backbone.plain_backbone_config(tested_input_size(cfg)))
     if not needs_petah_mm(plain.model.backbone, cfg.get('default_scope')):
         plain.pop('custom_imports', None)  # nothing of petah_mm is needed any more
     plain.load_from = str(out_file)
-    plain.dump(out_file.with_suffix('.py'))
+    save_torch_atomic(dict(state_dict=merged_state_dict(model), meta=dict(merged_from=cfg.filename)), out_file,
+                      force, inputs)
+    try:
+        write_bytes_atomic(config_file, plain.pretty_text.encode(), force, [*inputs, out_file])
+    except BaseException:
+        if not force:  # created by this call a moment ago (it refused an existing file): not half an export
+            out_file.unlink(missing_ok=True)
+        raise
     return out_file

@@ -6,26 +6,36 @@ task: ``routing`` leaves all adapters unmerged (no switch cost, each adapted lay
 W + ΔW in every forward), ``merge`` folds the active task's adapters into the shared kernels (a switch costs
 one unmerge and one merge, inference costs what the plain backbone costs).
 
+A switch is all or nothing: if the new task's adapters cannot be merged, the previous task is
+merged again and stays active (:meth:`MultiTaskModel.select`), so the other tasks predict exactly
+what they predicted before. A package whose merged kernels would not be finite is refused when it
+is loaded, in both modes.
+
 Calls are serialised: :meth:`MultiTaskModel.predict` holds one lock for the switch and the
 inference, because the tasks share the very kernel tensors (a merge for one task changes them
 for all) and the backbone keeps per-call state (the token grid of the attention bias). Several
-threads may call ``predict``; they run one at a time. :meth:`select` hands out a model for
-single-threaded use.
+threads may call ``predict``; they run one at a time. mmengine's default scope is process-wide,
+so everything that depends on it (building models and pipelines, inference) also holds
+:data:`SCOPE_LOCK`, one lock for the whole process: two ``MultiTaskModel`` s of different
+libraries can serve from threads at once. :meth:`select` hands out a model for single-threaded use.
 """
 import threading
 from pathlib import Path
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 import torch
-from mmengine.dataset import Compose, pseudo_collate
+from mmengine.dataset import pseudo_collate
 from mmengine.registry import DefaultScope
 from torch import nn
 
 from ..adapters.io import read_tensor_file
 from .packages import load_task_package
+from .pipeline import ImagePipeline
 
 PathLike = Union[str, Path]
 MODES = ('routing', 'merge')
+#: held around everything that reads mmengine's process-wide default scope, by every instance
+SCOPE_LOCK = threading.RLock()
 
 
 def tie_shared_weights(target: nn.Module, source: nn.Module, names) -> None:
@@ -46,36 +56,54 @@ class MultiTaskModel:
         self.mode, self.active = mode, None
         self.lock = threading.RLock()
         self.models: Dict[str, nn.Module] = {}
-        for name, package in packages.items():
-            model = load_task_package(package, shared)
-            if self.models:
-                tie_shared_weights(model.backbone, next(iter(self.models.values())).backbone, shared)
-            self.models[name] = model
+        self.pipelines: Dict[str, ImagePipeline] = {}
+        with SCOPE_LOCK:
+            for name, package in packages.items():
+                model = load_task_package(package, shared)
+                if self.models:
+                    tie_shared_weights(model.backbone, next(iter(self.models.values())).backbone, shared)
+                self.models[name], self.pipelines[name] = model, ImagePipeline(model.cfg)
 
     def select(self, task: str) -> nn.Module:
-        """The task's model, with its adapters merged into the shared kernels in ``merge`` mode."""
+        """The task's model, with its adapters merged into the shared kernels in ``merge`` mode.
+
+        All or nothing: if merging ``task`` fails, the previously active task is merged again and
+        stays :attr:`active` (its kernels are recomputed from the same tensors, bit for bit), and
+        the error is raised. Should even that fail, the backbone is left exactly unmerged and
+        ``active`` is None."""
         if task not in self.models:
             raise KeyError(f'unknown task {task!r}; loaded tasks: {sorted(self.models)}')
         with self.lock:
             if self.mode == 'merge' and self.active != task:
-                if self.active is not None:
-                    self.models[self.active].backbone.unmerge_adapters()
-                    self.active = None
-                self.models[task].backbone.merge_adapters()
-                self.active = task
+                self._switch(task)
             return self.models[task]
+
+    def _switch(self, task: str) -> None:
+        previous = self.active
+        if previous is not None:
+            self.models[previous].backbone.unmerge_adapters()
+            self.active = None
+        try:
+            self.models[task].backbone.merge_adapters()  # merges all of it or none
+        except BaseException:
+            if previous is not None:
+                self.models[previous].backbone.merge_adapters()
+                self.active = previous
+            raise
+        self.active = task
 
     def predict(self, task: str, image_path: PathLike):
         """Thread-safe: the switch and the inference run under one lock."""
         with self.lock:
-            return predict(self.select(task), image_path)
+            return predict(self.select(task), image_path, self.pipelines[task])
 
 
 @torch.no_grad()
-def predict(model: nn.Module, image_path: PathLike):
-    """One image through the task's own test pipeline (annotations dropped); returns its data sample."""
-    cfg = model.cfg
-    steps = [t for t in cfg.test_dataloader.dataset.pipeline if 'Annotations' not in t['type']]
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        batch = pseudo_collate([Compose(steps)(dict(img_path=str(image_path), img_id=0))])
+def predict(model: nn.Module, image_path: PathLike, pipeline: Optional[ImagePipeline] = None):
+    """One image through the task's own test pipeline (annotations dropped); returns its data sample.
+
+    An image that a resize step of the pipeline would shrink to nothing is refused, naming the step."""
+    with SCOPE_LOCK, DefaultScope.overwrite_default_scope(model.cfg.default_scope):
+        pipeline = ImagePipeline(model.cfg) if pipeline is None else pipeline
+        batch = pseudo_collate([pipeline(image_path)])
         return model.test_step(batch)[0]

@@ -38,7 +38,7 @@ from ..adapters.io import (AdapterFileError, check_task_id, check_tensors, finge
                            write_tensor_file)
 from ..models import without_pretrained
 from ..utils import atomic_write
-from ..utils.fileio import default_mode
+from ..utils.fileio import default_mode, publish_directory
 from ..utils.json_data import DataError, parse_json_data
 
 CONFIG_FILE = 'config.json'
@@ -76,11 +76,12 @@ def export_task_package(model: nn.Module, cfg: Config, out_dir: PathLike,
                         dataset_meta: Optional[dict] = None) -> Dict[str, int]:
     """Write a package for a trained task model; returns each file's size in bytes.
 
-    The package is assembled in a temporary sibling directory and renamed into place, so an
-    interrupted export never leaves a package that looks complete.
+    The package is assembled in a temporary sibling directory of this writer's own and renamed
+    into place, so an interrupted export never leaves a package that looks complete, and of two
+    concurrent exports to one directory exactly one wins (:func:`petah_mm.utils.fileio.publish_directory`).
     """
     out_dir = Path(out_dir)
-    if out_dir.exists():
+    if out_dir.exists():  # early, before the work; publishing refuses it again
         raise FileExistsError(f'{out_dir} exists; remove it or choose another package directory')
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.{out_dir.name}.'))
@@ -97,7 +98,7 @@ def export_task_package(model: nn.Module, cfg: Config, out_dir: PathLike,
             f.write(json.dumps(dict(task_id=task_id, config=to_json_data(task_cfg)), indent=1))
         sizes['config'] = (staging / CONFIG_FILE).stat().st_size
         staging.chmod(default_mode(directory=True))
-        staging.rename(out_dir)
+        publish_directory(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -1,6 +1,7 @@
 """Crash-safe training checkpoints: atomic writes, old files removed last, resume after SIGKILL, same RNG stream."""
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from petah_mm.utils import atomic_write
-from petah_mm.utils.fileio import default_mode, stale_temp_files
+from petah_mm.utils.fileio import default_mode, host_tag, stale_temp_files
 from helpers import REPO, run_process
 
 PROBE = REPO / 'tests' / 'helpers' / 'crash_probe.py'
@@ -59,9 +60,11 @@ def test_sigkill_during_a_checkpoint_save_loses_nothing(tmp_path, uninterrupted,
 
 def test_atomic_write_cleans_stale_temp_files_and_uses_normal_permissions(tmp_path):
     target = tmp_path / 'adapter.safetensors'
-    stale = tmp_path / '.adapter.safetensors.abc123.tmp'
+    killed = subprocess.Popen([sys.executable, '-c', 'pass'])
+    killed.wait()  # a writer of this host that no longer runs
+    stale = tmp_path / f'.adapter.safetensors.{host_tag()}.{killed.pid}.abc123.tmp'
     stale.write_bytes(b'left by a killed write')
-    other = tmp_path / '.other.safetensors.abc123.tmp'
+    other = tmp_path / f'.other.safetensors.{host_tag()}.{killed.pid}.abc123.tmp'
     other.write_bytes(b'another target')
     old_umask = os.umask(0o022)
     try:

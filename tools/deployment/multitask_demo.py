@@ -16,6 +16,7 @@ from mmengine.registry import VISUALIZERS, DefaultScope
 
 from petah_mm.deploy import MultiTaskModel
 from petah_mm.deploy.multitask import MODES
+from petah_mm.tools.multitask_args import task_packages, task_spec
 
 
 def draw(model, task: str, image_path: Path, sample, out_file: Path) -> None:
@@ -38,14 +39,17 @@ def nbytes(tensors) -> int:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--backbone', required=True, help='shared backbone weights (export_task.py --backbone)')
-    parser.add_argument('--task', action='append', required=True, metavar='NAME=PACKAGE',
+    parser.add_argument('--task', action='append', required=True, metavar='NAME=PACKAGE', type=task_spec,
                         help='a task package directory (export_task.py); repeat for each task')
     parser.add_argument('--image', required=True, help='the image every task runs on')
     parser.add_argument('--mode', choices=MODES, default='merge',
                         help='merge: fold the active task into the kernels; routing: keep adapters unmerged')
     parser.add_argument('--out-dir', default='work_dirs/multitask', help='where the pictures go')
     args = parser.parse_args()
-    tasks = dict(item.split('=', 1) for item in args.task)
+    try:
+        tasks = task_packages(args.task)
+    except ValueError as e:
+        parser.error(str(e))
     served = MultiTaskModel(args.backbone, tasks, mode=args.mode)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,69 @@
+"""Clear errors for what a user hands the multi-task demo (issue 23, item 6): ``--task`` arguments, and
+images whose size a resize step of the task's test pipeline cannot handle."""
+import argparse
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from mmcv.transforms import Resize
+from mmpretrain.datasets.transforms import ResizeEdge
+
+from petah_mm.deploy import MultiTaskModel
+from petah_mm.deploy.pipeline import MIN_SIDE, resized_size
+from petah_mm.tools.multitask_args import task_packages, task_spec
+from helpers import REPO, run_process
+from helpers.task_models import write_packages
+
+
+def test_task_argument_without_equals_names_the_argument_and_its_form(tmp_path):
+    proc = run_process([sys.executable, REPO / 'tools' / 'deployment' / 'multitask_demo.py', '--backbone',
+                        tmp_path / 'b.safetensors', '--task', 'pk', '--image', tmp_path / 'x.jpg'])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "argument --task: 'pk' is not NAME=PACKAGE" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize('text', ['pk', '=pk', 'seg=', ' = '])
+def test_malformed_task_specs_are_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError, match='is not NAME=PACKAGE'):
+        task_spec(text)
+
+
+def test_a_task_name_given_twice_is_refused_by_name():
+    assert task_packages([task_spec('seg=a'), task_spec('cls=b')]) == dict(seg='a', cls='b')
+    with pytest.raises(ValueError, match=r'--task names seg more than once \(--task seg=a --task seg=c\)'):
+        task_packages([task_spec('seg=a'), task_spec('cls=b'), task_spec('seg=c')])
+
+
+@pytest.mark.parametrize('step', [dict(type='Resize', scale=(192, 160), keep_ratio=True),
+                                  dict(type='Resize', scale=224, keep_ratio=True),
+                                  dict(type='ResizeEdge', scale=72, edge='short'),
+                                  dict(type='ResizeEdge', scale=72, edge='long')])
+@pytest.mark.parametrize('size', [(160, 120), (120, 160), (37, 1000), (1000, 999)])
+def test_predicted_resize_equals_what_the_transform_does(step, size):
+    """The size check computes each step's output with the library's rule: compare with the transform itself."""
+    transform = (ResizeEdge if step['type'] == 'ResizeEdge' else Resize)(**{k: v for k, v in step.items()
+                                                                            if k != 'type'})
+    out = transform(dict(img=np.zeros((*size, 3), np.uint8)))['img']
+    assert resized_size(step, size) == out.shape[:2]
+
+
+@pytest.fixture(scope='module')
+def seg_server(toy_backbone, tmp_path_factory):
+    out = tmp_path_factory.mktemp('input_packages')
+    packages, backbone = write_packages(dict(seg=('seg', 0)), toy_backbone, out)
+    return MultiTaskModel(backbone, packages, mode='routing')
+
+
+@pytest.mark.parametrize('width, height', [(10000, 10), (10, 10000), (1000, 20)])
+def test_an_image_a_resize_step_would_shrink_is_refused_naming_the_step(seg_server, tmp_path, width, height):
+    """10000x10 into Resize(scale=(192, 160), keep_ratio=True) would be 192x0, which OpenCV refuses with
+    ``inv_scale_x > 0``; 1000x20 would be 192x4, under the backbone's stride."""
+    image = tmp_path / f'{width}x{height}.png'
+    cv2.imwrite(str(image), np.full((height, width, 3), 127, np.uint8))
+    with pytest.raises(ValueError, match=rf"{image}: the test pipeline step Resize\(scale=\(192, 160\), "
+                       rf"keep_ratio=True\) would resize this {width}x{height} .* under {MIN_SIDE} pixels"):
+        seg_server.predict('seg', image)
+    ordinary = tmp_path / 'ordinary.png'
+    cv2.imwrite(str(ordinary), np.full((160, 192, 3), 127, np.uint8))  # the toy images' size
+    assert seg_server.predict('seg', ordinary).seg_logits.data.isfinite().all()
