@@ -22,6 +22,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from petah_mm.datasets import make_toy_backbone, make_toy_coco
+from petah_mm.utils.fileio import write_bytes_atomic
 
 CONFIG = 'configs/toy/cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py'
 
@@ -90,7 +91,7 @@ def main():
     make_toy_backbone(cfg.model.backbone.init_cfg.checkpoint)
     checkpoint, metrics = train_and_evaluate(cfg)
     work_dir = Path(cfg.work_dir)
-    (work_dir / 'metrics.json').write_text(json.dumps(metrics, indent=2))
+    write_bytes_atomic(work_dir / 'metrics.json', json.dumps(metrics, indent=2).encode(), force=True)
     draw_predictions(cfg, checkpoint, work_dir / 'predictions.png', args.score_thr)
     print(f'[main job] done in {(time.time() - start) / 60:.1f} min')
     print(f'[main job] bbox mAP {metrics["coco/bbox_mAP"]:.3f}, segm mAP {metrics["coco/segm_mAP"]:.3f} '

@@ -37,6 +37,7 @@ from mmengine.registry import MODELS, init_default_scope
 
 from petah_mm.adapters import preset_name
 from petah_mm.models import without_pretrained
+from petah_mm.utils.fileio import write_bytes_atomic
 
 TRAIN = Path(__file__).resolve().parents[2] / 'tools' / 'train.py'  # the checkout's (an editable install)
 LR_KEY = 'backbone'  # the custom_keys entry whose lr_mult is the LR factor
@@ -169,7 +170,8 @@ def main():
         work_root.mkdir(parents=True, exist_ok=True)
         for point in grid:
             config_path = work_root / f'{point.name}.py'
-            point_config(cfg, point, str(work_root / point.name)).dump(config_path)
+            text = point_config(cfg, point, str(work_root / point.name)).pretty_text
+            write_bytes_atomic(config_path, text.encode(), force=True)
             commands[point] = [sys.executable, str(TRAIN), str(config_path), '--resume']
     if args.dry_run:
         print(f'{len(grid)} configs in {work_root}; train each with:')
@@ -201,7 +203,7 @@ def main():
                for point, accuracy in accuracies.items()]
     best = max(results, key=lambda record: record['accuracy'])
     out = Path(args.out or work_root / 'hparam_grid.json')
-    out.write_text(json.dumps(dict(results=results, best=best), indent=2))
+    write_bytes_atomic(out, json.dumps(dict(results=results, best=best), indent=2).encode(), force=True)
 
     print(f'{"lr":>8} {"wd":>8} {"lr_mult":>8} {args.metric:>14}')
     for record in sorted(results, key=lambda record: -record['accuracy']):

@@ -17,10 +17,8 @@ from petah_mm.datasets import make_toy_backbone
 from petah_mm.deploy import (MultiTaskModel, build_task_model, export_merged, export_shared_backbone,
                              export_task_package, load_task_package, predict, publish_checkpoint)
 from petah_mm.models import PETAHEfficientFormer
-from petah_mm.testing import randomise_adapters
-from helpers import CLS_TOY, DET_TOY, SEG_TOY, TOY_DATA, assert_close_scaled, reduction_length, run_process
-
-TOY_CONFIGS = dict(det=DET_TOY, seg=SEG_TOY, cls=CLS_TOY)
+from helpers import CLS_TOY, TOY_DATA, assert_close_scaled, reduction_length, run_process
+from helpers.task_models import TOY_CONFIGS, outputs, trained_model
 
 
 @pytest.fixture(scope='module')
@@ -28,26 +26,6 @@ def workspace(toy_workspace, toy_backbone):
     """The session's toy workspace, its backbone, and a validation image of the toy COCO set."""
     image = sorted((toy_workspace / TOY_DATA['coco'] / 'val2017').glob('*.jpg'))[0]
     return toy_workspace, toy_backbone, image
-
-
-def trained_model(task, backbone_ckpt, seed=0, cfg=None):
-    """A task model on the shared toy backbone (or ``cfg``'s), with random values standing in for training."""
-    if cfg is None:
-        cfg = Config.fromfile(TOY_CONFIGS[task])
-        cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(backbone_ckpt))
-    model = build_task_model(cfg)
-    model.init_weights()
-    randomise_adapters(model.backbone, seed=seed, std=0.05)
-    return cfg, model.eval()
-
-
-def outputs(sample):
-    """The tensors a task predicts, whatever the library."""
-    if 'pred_instances' in sample:
-        return [sample.pred_instances.bboxes, sample.pred_instances.scores]
-    if 'seg_logits' in sample:
-        return [sample.seg_logits.data]
-    return [sample.pred_score]
 
 
 def assert_same(a, b, exact=True, model=None):

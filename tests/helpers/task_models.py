@@ -8,10 +8,11 @@ from . import CLS_TOY, DET_TOY, SEG_TOY
 TOY_CONFIGS = dict(det=DET_TOY, seg=SEG_TOY, cls=CLS_TOY)
 
 
-def trained_model(task, backbone_ckpt, seed=0):
-    """A task model on the toy backbone, with random adapter values standing in for training."""
-    cfg = Config.fromfile(TOY_CONFIGS[task])
-    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(backbone_ckpt))
+def trained_model(task, backbone_ckpt, seed=0, cfg=None):
+    """A task model on the toy backbone (or ``cfg``'s), with random adapter values standing in for training."""
+    if cfg is None:
+        cfg = Config.fromfile(TOY_CONFIGS[task])
+        cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(backbone_ckpt))
     model = build_task_model(cfg)
     model.init_weights()
     randomise_adapters(model.backbone, seed=seed, std=0.05)

@@ -19,6 +19,7 @@ from mmengine.config import Config
 
 from petah_mm.adapters import PRESETS
 from petah_mm.models import build_backbone_from_config
+from petah_mm.utils.fileio import write_bytes_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 FOLDERS = {
@@ -147,7 +148,7 @@ def main():
     outputs[REPO / 'model-index.yml'] = yaml.safe_dump({'Import': index}, sort_keys=False)
     outputs[REPO / 'README.md'] = with_table(REPO / 'README.md', families_table(by_folder))
     for path, text in outputs.items():  # written only once every file's text is known
-        path.write_text(text)
+        write_bytes_atomic(path, text.encode(), force=True)
 
 
 if __name__ == '__main__':
