@@ -5,6 +5,7 @@ from .toy_configs import TOY_CONFIGS, write_toy_user_config
 from .toy_data import make_toy_ade20k, make_toy_classification, make_toy_coco
 
 __all__ = [
-    'ANIMAL_CLASSES', 'Food101WithVal', 'TOY_CONFIGS', 'load_animal_mnist', 'make_animal_silhouettes', 'make_toy_ade20k',
+    'ANIMAL_CLASSES', 'Food101WithVal', 'TOY_CONFIGS', 'load_animal_mnist', 'make_animal_silhouettes',
+    'make_toy_ade20k',
     'make_toy_backbone', 'make_toy_classification', 'make_toy_coco', 'write_toy_user_config'
 ]
