@@ -8,8 +8,9 @@ inside wheels, so nothing is downloaded. One generator writes, for one seed, the
 * COCO instances (polygon masks; the ten classes under their COCO ids and names), for mmdet, and
 * semantic maps (0 background, k + 1 for class k), for mmseg.
 
-The silhouettes of the validation images are never used in training images (every fifth drawing of each
-class is held out), so validation measures shapes the model has not seen. Every input file is checked
+Each split draws from its own silhouettes (60 % train, 20 % val, 20 % test of every class), so validation
+and test measure shapes the model has not seen. :func:`make_animal_classification` writes the same kind of
+scene with one animal each, as ImageNet-style folders (train / val / test) for mmpretrain. Every input file is checked
 against its pinned sha256, and the pickled arrays are read by an unpickler that accepts numpy arrays and
 nothing else. Seeded: one RNG per image, so equal arguments give byte-identical files.
 """
@@ -30,7 +31,8 @@ GENERATOR = 'animal-silhouettes-v1'  # part of the manifest: bump whenever the g
 ANIMAL_CLASSES = ('bear', 'bird', 'cat', 'cow', 'dog', 'elephant', 'giraffe', 'horse', 'sheep', 'zebra')
 CATEGORIES = [c for c in COCO_CATEGORIES if c['name'] in ANIMAL_CLASSES]  # COCO's own ids for them
 SEG_CLASSES = ('background', *ANIMAL_CLASSES)
-HELD_OUT_EVERY = 5  # drawing i of a class is a validation silhouette iff i % 5 == 0
+#: drawing i of a class belongs to split SPLIT_OF[i % 5]: each split has drawings of its own
+SPLIT_OF = ('test', 'val', 'train', 'train', 'train')
 
 _ANIMAL_MNIST = 'animal_mnist/data/Animal_MNIST/'
 SILHOUETTES = PackageFile('animal-mnist', '0.4', _ANIMAL_MNIST + 'animal_data_version_3.gz',
@@ -46,10 +48,12 @@ PHOTOS = {
         'motorcycle_left.png': 'db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179',
     }.items()
 }
+CLS_LAYOUT = dict(train_dir='train', val_dir='val', test_dir='test', classes_file='classes.txt')
 LAYOUT = dict(train_ann='annotations/instances_train2017.json', train_img_dir='train2017',
               val_ann='annotations/instances_val2017.json', val_img_dir='val2017',
               train_seg_dir='semantic/train2017', val_seg_dir='semantic/val2017')
 _SPLITS = ('train', 'val')
+_CLS_SPLITS = ('train', 'val', 'test')
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -90,14 +94,12 @@ def load_photos() -> Tuple[Image.Image, ...]:
 
 
 def silhouette_pool(split: str) -> List[np.ndarray]:
-    """Per class, the indices of the drawings ``split`` may use (disjoint between train and val)."""
+    """Per class, the indices of the drawings ``split`` (train, val or test) may use: 60/20/20 %, disjoint."""
+    if split not in SPLIT_OF:
+        raise KeyError(f'split {split!r}: the silhouettes are split into {sorted(set(SPLIT_OF))}')
     _, labels = load_animal_mnist()
-    pools = []
-    for label in range(len(ANIMAL_CLASSES)):
-        indices = np.flatnonzero(labels == label)
-        held_out = np.arange(len(indices)) % HELD_OUT_EVERY == 0
-        pools.append(indices[held_out if split == 'val' else ~held_out])
-    return pools
+    keep = np.array(SPLIT_OF)[np.arange(len(labels)) % len(SPLIT_OF)] == split
+    return [np.flatnonzero((labels == label) & keep) for label in range(len(ANIMAL_CLASSES))]
 
 
 class Animal(NamedTuple):
@@ -123,10 +125,12 @@ def _crop(rng: np.random.Generator, size: Tuple[int, int], min_fraction: float) 
 
 
 def render(sub_seed: Sequence[int], split: str, size: Tuple[int, int], max_animals: int = 3,
-           size_range: Tuple[float, float] = (0.4, 0.7)) -> Tuple[Image.Image, Image.Image, List[Animal]]:
+           size_range: Tuple[float, float] = (0.4, 0.7),
+           labels: Sequence[int] = range(len(ANIMAL_CLASSES))) -> Tuple[Image.Image, Image.Image, List[Animal]]:
     """One scene: the image, its semantic map and its animals (later ones drawn over earlier ones).
 
-    ``size_range`` bounds each silhouette's square as a fraction of the image's short side.
+    ``size_range`` bounds each silhouette's square as a fraction of the image's short side; each animal's
+    class is drawn from ``labels``.
     """
     rng = np.random.default_rng(sub_seed)
     images, _ = load_animal_mnist()
@@ -137,7 +141,7 @@ def render(sub_seed: Sequence[int], split: str, size: Tuple[int, int], max_anima
     for _ in range(20):  # rejection sampling with a fixed budget: fast and deterministic
         if len(animals) == count:
             break
-        label = int(rng.integers(len(ANIMAL_CLASSES)))
+        label = int(labels[rng.integers(len(labels))])
         drawing = images[pools[label][rng.integers(len(pools[label]))]]
         side = int(rng.uniform(*size_range) * min(size))
         offset = rng.integers([0, 0], [size[0] - side + 1, size[1] - side + 1])
@@ -192,3 +196,29 @@ def make_animal_silhouettes(root, num_train: int = 256, num_val: int = 64, image
     """Write (or reuse, if equal arguments wrote it) the set under ``root``; returns its paths and counts."""
     args = dict(num_train=num_train, num_val=num_val, image_size=image_size, seed=seed)
     return _build(root, 'animal_silhouettes', dict(_validated(args), generator=GENERATOR), _write, layout=LAYOUT)
+
+
+def _write_classification(out: Path, num_train_per_class: int, num_val_per_class: int, num_test_per_class: int,
+                          image_size: Tuple[int, int], seed: int, generator: str) -> Dict[str, int]:
+    counts = dict(zip(_CLS_SPLITS, (num_train_per_class, num_val_per_class, num_test_per_class)))
+    for split_id, (split, count) in enumerate(counts.items(), start=len(_SPLITS)):  # seeds apart from the COCO set
+        for label, name in enumerate(ANIMAL_CLASSES):
+            for index in range(1, count + 1):
+                image, _, animals = render((seed, split_id, label, index), split, image_size, max_animals=1,
+                                           size_range=(0.7, 1.0), labels=(label, ))
+                if not animals:  # a drawing whose outline vanished at this size: never with the pinned data
+                    raise RuntimeError(f'no {name} silhouette fits image {index} of {split}')
+                _save(image, out / CLS_LAYOUT[f'{split}_dir'] / name / f'{name}_{index:05d}.jpg', quality=JPEG_QUALITY)
+    (out / CLS_LAYOUT['classes_file']).write_text(''.join(f'{name}\n' for name in ANIMAL_CLASSES))
+    return {f'num_{split}_images': len(ANIMAL_CLASSES) * count for split, count in counts.items()}
+
+
+def make_animal_classification(root, num_train_per_class: int = 100, num_val_per_class: int = 30,
+                               num_test_per_class: int = 50, image_size: Tuple[int, int] = (64, 64),
+                               seed: int = 0) -> dict:
+    """One animal per image, in ImageNet-style folders (``train/``, ``val/``, ``test/``) for mmpretrain's
+    ``CustomDataset``; the ten classes in ``ANIMAL_CLASSES`` order, which is also the folders' sorted order."""
+    args = dict(num_train_per_class=num_train_per_class, num_val_per_class=num_val_per_class,
+                num_test_per_class=num_test_per_class, image_size=image_size, seed=seed)
+    return _build(root, 'animal_classification', dict(_validated(args), generator=GENERATOR), _write_classification,
+                  layout=CLS_LAYOUT)
