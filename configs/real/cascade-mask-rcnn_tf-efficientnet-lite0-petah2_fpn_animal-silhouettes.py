@@ -7,11 +7,11 @@ _base_ = ['../toy/cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py', './_base_/tf-
 __real = _base_.pop('real')
 
 data_root = 'data/animal_silhouettes/'
-metainfo = dict(classes=('bear', 'bird', 'cat', 'cow', 'dog', 'elephant', 'giraffe', 'horse', 'sheep', 'zebra'))
+__metainfo = dict(classes=('bear', 'bird', 'cat', 'cow', 'dog', 'elephant', 'giraffe', 'horse', 'sheep', 'zebra'))
 train_pipeline = [dict(t, scale=(128, 128)) if t.type == 'Resize' else t for t in _base_.train_pipeline]
 test_pipeline = [dict(t, scale=(128, 128)) if t.type == 'Resize' else t for t in _base_.test_pipeline]
-train_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+train_dataloader = dict(dataset=dict(data_root=data_root, metainfo=__metainfo, pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(data_root=data_root, metainfo=__metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
