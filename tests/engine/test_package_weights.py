@@ -1,0 +1,68 @@
+"""``pypkg://`` checkpoints: found in the installed package, sha256-checked, read by the one weights-only loader,
+and loaded strictly (zero missing, zero unexpected keys) by ``init_cfg=dict(type='Pretrained')``."""
+import pytest
+import torch
+from mmengine.registry import DefaultScope
+from mmengine.runner import CheckpointLoader
+from mmpretrain.registry import MODELS
+
+import petah_mm.engine.package_weights as package_weights
+from petah_mm.adapters import adapted_layers
+from petah_mm.engine import register_checkpoint_loaders
+from petah_mm.engine.package_weights import PackagedWeightsError, timm_state_dict
+
+
+def adapted_lite0(checkpoint, features_only=True, prefix='backbone.'):
+    """A PETAH-2 EfficientNet-Lite0 (feature maps, or the trunk) whose inner backbone loads ``checkpoint``."""
+    inner = dict(type='mmpretrain.TIMMBackbone', model_name='tf_efficientnet_lite0', features_only=features_only,
+                 init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix=prefix))
+    if features_only:
+        inner['out_indices'] = (1, 2, 3, 4)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MODELS.build(dict(type='PETAHBackbone', backbone=inner, adapter='petah2'))
+
+
+def test_the_scheme_survives_a_second_registration():
+    register_checkpoint_loaders()  # what importing petah_mm again, or another tool, does
+    assert CheckpointLoader._get_checkpoint_loader('pypkg://mobilenet-v2') is package_weights.load_from_package
+
+
+def test_loads_through_the_one_weights_only_loader(monkeypatch):
+    calls, loader = [], package_weights.load_checkpoint_file
+
+    def spy(path, map_location=None):
+        calls.append(path)
+        return loader(path, map_location)
+
+    monkeypatch.setattr(package_weights, 'load_checkpoint_file', spy)
+    checkpoint = CheckpointLoader.load_checkpoint('pypkg://mobilenet-v2')
+    assert [p.name for p in calls] == ['mobilenet_v2-b0353104.pth']
+    state = checkpoint['state_dict']
+    assert 'head.fc.weight' in state and 'backbone.timm_model.conv_stem.weight' in state
+    assert checkpoint['meta']['sha256'].startswith('b0353104') and checkpoint['meta']['licence'] == 'MIT'
+
+
+@pytest.mark.parametrize('bad, match', [('pypkg://resnet50', 'known: pypkg://efficientnet-lite0'),
+                                        ('pypkg://mobilenet-v2/trunk', 'unknown variant')])
+def test_unknown_names_and_variants_say_what_exists(bad, match):
+    with pytest.raises(KeyError, match=match):
+        CheckpointLoader.load_checkpoint(bad)
+
+
+def test_a_wrong_layout_is_refused_not_half_loaded():
+    with pytest.raises(PackagedWeightsError, match=r'0 missing keys .*unexpected.*conv_head.*/features'):
+        adapted_lite0('pypkg://efficientnet-lite0').init_weights()  # a whole trunk's weights into feature maps
+    with pytest.raises(PackagedWeightsError, match='missing keys'):
+        adapted_lite0('pypkg://efficientnet-lite0/features', prefix=None).init_weights()  # keys keep backbone.
+
+
+@pytest.mark.parametrize('features_only', [True, False], ids=['feature-maps', 'trunk'])
+def test_adapted_backbone_loads_every_weight_then_zeroes_its_adapters(features_only):
+    checkpoint = 'pypkg://efficientnet-lite0' + ('/features' if features_only else '')
+    model = adapted_lite0(checkpoint, features_only)
+    model.init_weights()  # strict: raises on any missing (adapters aside) or unexpected key
+    expected = timm_state_dict('efficientnet-lite0', 'features' if features_only else '')
+    expected = {k: v for k, v in expected.items() if not k.startswith('classifier.')}  # the head's, not the trunk's
+    own = {k[len('timm_model.'):]: v for k, v in model.state_dict().items() if 'adapter' not in k}
+    assert own.keys() == expected.keys() and all(torch.equal(own[k], expected[k]) for k in own)
+    assert all(not layer.adapter.delta_weight(layer.weight).any() for layer in adapted_layers(model).values())
