@@ -2,8 +2,9 @@
 
 The objects are the real animal silhouettes of ``animal-mnist`` 0.4 (MIT; 10 classes x 1,000 drawings of
 28x28), upscaled, outlined as polygons and textured with crops of real photos; the backgrounds are crops of
-the photos that scikit-image 0.26.0 ships (BSD-3 and public domain; docs/real_data.md lists each). Both come
-inside wheels, so nothing is downloaded. One generator writes, for one seed, the same scenes as
+the four colour photos that scikit-image 0.26.0 ships with a clear licence (public domain or CC0;
+docs/real_data.md lists each). Both come inside wheels, so nothing is downloaded. One generator writes, for
+one seed, the same scenes as
 
 * COCO instances (polygon masks; the ten classes under their COCO ids and names), for mmdet, and
 * semantic maps (0 background, k + 1 for class k), for mmseg.
@@ -46,7 +47,6 @@ PHOTOS = {
         'chelsea.png': '596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb',
         'coffee.png': 'cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7',
         'rocket.jpg': 'c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c',
-        'motorcycle_left.png': 'db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179',
     }.items()
 }
 CLS_LAYOUT = dict(train_dir='train', val_dir='val', test_dir='test', classes_file='classes.txt')
