@@ -182,7 +182,8 @@ def _write(out: Path, num_train: int, num_val: int, image_size: Tuple[int, int],
             _save(image, out / LAYOUT[f'{split}_img_dir'] / f'{stem}.jpg', quality=JPEG_QUALITY)
             _save(semantic, out / LAYOUT[f'{split}_seg_dir'] / f'{stem}.png')
             images.append(dict(id=image_id, file_name=f'{stem}.jpg', width=image_size[0], height=image_size[1]))
-            annotations += [_annotation(len(annotations) + 1, image_id, animal) for animal in animals]
+            for animal in animals:
+                annotations.append(_annotation(len(annotations) + 1, image_id, animal))
         coco = dict(info=dict(description=f'petah_mm {generator}: animal-mnist 0.4 silhouettes on '
                                           'scikit-image 0.26.0 photos'),
                     licenses=[], images=images, annotations=annotations, categories=CATEGORIES)

@@ -71,6 +71,7 @@ def test_counts_classes_and_layout(silhouettes):
         assert len(coco['images']) == count == silhouettes[f'num_{split}_images']
         assert len(coco['annotations']) == silhouettes[f'num_{split}_annotations'] >= count  # 1 to 3 animals each
         assert coco['categories'] == CATEGORIES
+        assert sorted(a['id'] for a in coco['annotations']) == list(range(1, len(coco['annotations']) + 1))
         assert {a['category_id'] for a in coco['annotations']} <= {c['id'] for c in CATEGORIES}
         for image in coco['images']:
             stem = Path(image['file_name']).stem
