@@ -35,8 +35,9 @@ from .checkpoint import load_checkpoint_file
 SCHEME = 'pypkg://'
 #: variant -> timm keys that variant drops: the classifier head, which ``features_only`` models lack
 VARIANTS = {'': (), 'features': ('conv_head.', 'bn2.', 'classifier.')}
+#: where an mmpretrain ImageClassifier with a TIMMBackbone keeps the trunk, and timm's classifier -> its head
 BACKBONE_PREFIX = 'backbone.timm_model.'
-HEAD = ('classifier.', 'head.fc.')
+TIMM_HEAD, CLASSIFIER_HEAD = 'classifier.', 'head.fc.'
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def check_keys(what: str, model_name: str, state: Mapping[str, torch.Tensor], sh
 
 def classifier_layout(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """timm keys as an mmpretrain ImageClassifier with a TIMMBackbone names them."""
-    return {(HEAD[1] + k[len(HEAD[0]):] if k.startswith(HEAD[0]) else BACKBONE_PREFIX + k): v
+    return {(CLASSIFIER_HEAD + k[len(TIMM_HEAD):] if k.startswith(TIMM_HEAD) else BACKBONE_PREFIX + k): v
             for k, v in state.items()}
 
 
