@@ -94,13 +94,17 @@ def load_photos() -> Tuple[Image.Image, ...]:
     return tuple(Image.open(file.locate()).convert('RGB') for file in PHOTOS.values())
 
 
-def silhouette_pool(split: str) -> List[np.ndarray]:
-    """Per class, the indices of the drawings ``split`` (train, val or test) may use: 60/20/20 %, disjoint."""
+def class_pools(labels: np.ndarray, split: str, num_classes: int) -> List[np.ndarray]:
+    """Per class, the indices of the samples ``split`` (train, val or test) may use: 60/20/20 %, disjoint."""
     if split not in SPLIT_OF:
-        raise KeyError(f'split {split!r}: the silhouettes are split into {sorted(set(SPLIT_OF))}')
-    _, labels = load_animal_mnist()
+        raise KeyError(f'split {split!r}: the samples are split into {sorted(set(SPLIT_OF))}')
     keep = np.array(SPLIT_OF)[np.arange(len(labels)) % len(SPLIT_OF)] == split
-    return [np.flatnonzero((labels == label) & keep) for label in range(len(ANIMAL_CLASSES))]
+    return [np.flatnonzero((labels == label) & keep) for label in range(num_classes)]
+
+
+def silhouette_pool(split: str) -> List[np.ndarray]:
+    """Per class, the animal-mnist drawings ``split`` may use."""
+    return class_pools(load_animal_mnist()[1], split, len(ANIMAL_CLASSES))
 
 
 class Animal(NamedTuple):

@@ -18,6 +18,7 @@ against trainable parameters, log x, as the paper's figures; linear probing, whi
 """
 import argparse
 import copy
+import itertools
 import json
 import statistics
 import time
@@ -29,7 +30,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from petah_mm.adapters import preset
-from petah_mm.datasets import make_animal_classification
+from petah_mm.datasets import make_animal_classification, make_digit_classification
 from petah_mm.models import without_pretrained
 from petah_mm.utils import atomic_write, write_bytes_atomic
 
@@ -42,11 +43,14 @@ CONFIGS = {
 METHODS = {name: preset(name) for name in ('frozen', 'petah1', 'petah2', 'full')}
 METHODS['petah8'] = dict(method='petah', rank=8, conv_rank=8)
 INITS = ('pretrained', 'random')
+#: dataset -> the generator of its train / val / test folders (docs/real_data.md)
+DATASETS = {'animal': make_animal_classification, 'mnist-5k': make_digit_classification}
 
 
 @dataclass(frozen=True)
 class Profile:
     backbones: Tuple[str, ...]
+    datasets: Tuple[str, ...]
     methods: Tuple[str, ...]
     inits: Tuple[str, ...]
     seeds: int
@@ -59,11 +63,12 @@ class Profile:
 
 _GRID = dict(frozen=(1e-2, 3e-2), petah1=(1e-3, 3e-3), petah2=(1e-3, 3e-3), petah8=(1e-3, 3e-3), full=(3e-4, 1e-3))
 PROFILES = {
-    'quick': Profile(('tf-efficientnet-lite0', ), ('frozen', 'petah2'), ('pretrained', ), seeds=1, epochs=2,
-                     counts=(2, 1, 1), lrs=dict(frozen=(1e-2, ), petah2=(1e-3, ))),
-    'default': Profile(('tf-efficientnet-lite0', ), tuple(_GRID), INITS, seeds=3, epochs=3, counts=(30, 10, 30),
-                       lrs=_GRID),
-    'full': Profile(tuple(CONFIGS), tuple(_GRID), INITS, seeds=3, epochs=5, counts=(100, 30, 50), lrs=_GRID),
+    'quick': Profile(('tf-efficientnet-lite0', ), ('animal', ), ('frozen', 'petah2'), ('pretrained', ), seeds=1,
+                     epochs=2, counts=(2, 1, 1), lrs=dict(frozen=(1e-2, ), petah2=(1e-3, ))),
+    'default': Profile(('tf-efficientnet-lite0', ), ('animal', ), tuple(_GRID), INITS, seeds=3, epochs=3,
+                       counts=(30, 10, 30), lrs=_GRID),
+    'full': Profile(tuple(CONFIGS), tuple(DATASETS), tuple(_GRID), INITS, seeds=3, epochs=5, counts=(100, 30, 50),
+                    lrs=_GRID),
 }
 
 
@@ -100,46 +105,45 @@ def train_and_evaluate(cfg: Config, splits: Sequence[str]) -> dict:
 
 
 def run_study(profile: Profile, work_dir: Path) -> dict:
-    data_root = work_dir / 'data' / 'animal_cls'
     train, val, test = profile.counts
-    make_animal_classification(data_root, num_train_per_class=train, num_val_per_class=val,
-                               num_test_per_class=test)
+    for dataset in profile.datasets:
+        DATASETS[dataset](work_dir / 'data' / dataset, num_train_per_class=train, num_val_per_class=val,
+                          num_test_per_class=test)
     log = work_dir / 'runs.jsonl'
     done = {}
     if log.exists():
         done = {record['name']: record for record in map(json.loads, log.read_text().splitlines())}
 
-    def run(backbone, method, init, lr, seed, splits):
-        name = f'{backbone}_{method}_{init}_lr{lr:g}_seed{seed}'
+    def run(backbone, dataset, method, init, lr, seed, splits):
+        name = f'{backbone}_{dataset}_{method}_{init}_lr{lr:g}_seed{seed}'
         if name not in done:
-            cfg = run_config(backbone, method, init, lr, seed, profile, data_root, work_dir / 'runs' / name)
-            done[name] = dict(name=name, backbone=backbone, method=method, init=init, lr=lr, seed=seed,
-                              **train_and_evaluate(cfg, splits))
+            cfg = run_config(backbone, method, init, lr, seed, profile, work_dir / 'data' / dataset,
+                             work_dir / 'runs' / name)
+            done[name] = dict(name=name, backbone=backbone, dataset=dataset, method=method, init=init, lr=lr,
+                              seed=seed, **train_and_evaluate(cfg, splits))
             write_bytes_atomic(log, ''.join(json.dumps(r) + '\n' for r in done.values()).encode(), force=True)
         return done[name]
 
     summary = []
-    for backbone in profile.backbones:
-        for method in profile.methods:
-            for init in profile.inits:
-                selection = [run(backbone, method, init, lr, 0, ('val', 'test')) for lr in profile.lrs[method]]
-                best = max(selection, key=lambda record: record['val'])
-                runs = [best] + [run(backbone, method, init, best['lr'], seed, ('test', ))
-                                 for seed in range(1, profile.seeds)]
-                tests = [record['test'] for record in runs]
-                summary.append(dict(backbone=backbone, method=method, init=init, lr=best['lr'],
-                                    val=best['val'], test_mean=statistics.mean(tests),
-                                    test_std=statistics.stdev(tests) if len(tests) > 1 else 0.0,
-                                    seeds=len(tests), params=best['params'],
-                                    epoch_s=statistics.mean(record['epoch_s'] for record in runs)))
+    for backbone, dataset, method, init in itertools.product(profile.backbones, profile.datasets, profile.methods,
+                                                             profile.inits):
+        selection = [run(backbone, dataset, method, init, lr, 0, ('val', 'test')) for lr in profile.lrs[method]]
+        best = max(selection, key=lambda record: record['val'])
+        runs = [best] + [run(backbone, dataset, method, init, best['lr'], seed, ('test', ))
+                         for seed in range(1, profile.seeds)]
+        tests = [record['test'] for record in runs]
+        summary.append(dict(backbone=backbone, dataset=dataset, method=method, init=init, lr=best['lr'],
+                            val=best['val'], test_mean=statistics.mean(tests),
+                            test_std=statistics.stdev(tests) if len(tests) > 1 else 0.0, seeds=len(tests),
+                            params=best['params'], epoch_s=statistics.mean(record['epoch_s'] for record in runs)))
     return dict(profile=asdict(profile), runs=list(done.values()), summary=summary)
 
 
 def markdown(summary: List[dict]) -> str:
-    lines = ['| backbone | init | method | LR (val-picked) | test top-1 (%) | trainable backbone params | s / epoch |',
-             '|---|---|---|---|---|---|---|']
+    lines = ['| backbone | dataset | init | method | LR (val-picked) | test top-1 (%) | trainable backbone params '
+             '| s / epoch |', '|---|---|---|---|---|---|---|---|']
     for row in summary:
-        lines.append(f'| {row["backbone"]} | {row["init"]} | {row["method"]} | {row["lr"]:g} | '
+        lines.append(f'| {row["backbone"]} | {row["dataset"]} | {row["init"]} | {row["method"]} | {row["lr"]:g} | '
                      f'{row["test_mean"]:.1f} ± {row["test_std"]:.1f} (n={row["seeds"]}) | {row["params"]:,} | '
                      f'{row["epoch_s"]:.1f} |')
     return '\n'.join(lines) + '\n'
@@ -150,12 +154,14 @@ def plot(summary: List[dict], out: Path) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (backbone, init), colour in zip(sorted({(r['backbone'], r['init']) for r in summary}), 'bgrcmyk'):
-        rows = [r for r in summary if (r['backbone'], r['init']) == (backbone, init)]
+    curves = sorted({(r['backbone'], r['dataset'], r['init']) for r in summary})
+    for (backbone, dataset, init), colour in zip(curves, 'bgrcmykbgrcmyk'):
+        rows = [r for r in summary if (r['backbone'], r['dataset'], r['init']) == (backbone, dataset, init)]
         trained = sorted((r for r in rows if r['params']), key=lambda r: r['params'])
         style = '-' if init == 'pretrained' else ':'
         ax.errorbar([r['params'] for r in trained], [r['test_mean'] for r in trained],
-                    [r['test_std'] for r in trained], fmt=f'o{style}', color=colour, label=f'{backbone} ({init})')
+                    [r['test_std'] for r in trained], fmt=f'o{style}', color=colour,
+                    label=f'{backbone}, {dataset} ({init})')
         for r in trained:
             ax.annotate(r['method'], (r['params'], r['test_mean']), fontsize=7)
         for r in rows:

@@ -28,8 +28,8 @@ def test_protocol_picks_the_lr_on_val_and_reports_test_over_seeds(tmp_path, monk
         return dict(params=7, epoch_s=1.0, val=lr * 1000, test=50 + seed - lr * 1000)
 
     monkeypatch.setattr(study, 'train_and_evaluate', fake)
-    monkeypatch.setattr(study, 'make_animal_classification', lambda *args, **kwargs: None)
-    profile = Profile(('tf-efficientnet-lite0', ), ('petah2', ), ('pretrained', ), seeds=3, epochs=2,
+    monkeypatch.setitem(study.DATASETS, 'animal', lambda *args, **kwargs: None)
+    profile = Profile(('tf-efficientnet-lite0', ), ('animal', ), ('petah2', ), ('pretrained', ), seeds=3, epochs=2,
                       counts=(1, 1, 1), lrs=dict(petah2=(1e-3, 3e-3)))
     row, = study.run_study(profile, tmp_path)['summary']
     assert row['lr'] == 3e-3 and row['val'] == 3.0 and row['seeds'] == 3
@@ -51,4 +51,4 @@ def test_quick_study_through_the_runner(tmp_path):
     saved = json.loads((tmp_path / 'transfer_study.json').read_text())
     assert saved['summary'] == results['summary'] and len(saved['runs']) == 2
     assert (tmp_path / 'transfer_study.png').stat().st_size > 0
-    assert '| tf-efficientnet-lite0 | pretrained | petah2 |' in (tmp_path / 'transfer_study.md').read_text()
+    assert '| tf-efficientnet-lite0 | animal | pretrained | petah2 |' in (tmp_path / 'transfer_study.md').read_text()

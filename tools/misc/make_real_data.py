@@ -2,6 +2,7 @@
 
     python tools/misc/make_real_data.py coco data/animal_silhouettes
     python tools/misc/make_real_data.py cls data/animal_cls
+    python tools/misc/make_real_data.py mnist data/mnist_5k
 
 The logic lives in :mod:`petah_mm.tools.make_real_data`, where the tests import it.
 """
