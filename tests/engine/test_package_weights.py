@@ -27,6 +27,16 @@ def test_the_scheme_survives_a_second_registration():
     assert CheckpointLoader._get_checkpoint_loader('pypkg://mobilenet-v2') is package_weights.load_from_package
 
 
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg', 'mmpretrain', None])
+def test_every_library_builds_the_strict_pretrained_init(scope):
+    from mmengine.model.weight_init import _initialize  # how BaseModule.init_weights builds an init_cfg
+    calls = []
+    with DefaultScope.overwrite_default_scope(scope), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(package_weights.StrictPackagePretrainedInit, '__call__', lambda self, module: calls.append(1))
+        _initialize(torch.nn.Linear(1, 1), dict(type='Pretrained', checkpoint='pypkg://mobilenet-v2'))
+    assert calls == [1]
+
+
 def test_loads_through_the_one_weights_only_loader(monkeypatch):
     calls, loader = [], package_weights.load_checkpoint_file
 
