@@ -2,14 +2,16 @@
 and loaded strictly (zero missing, zero unexpected keys) by ``init_cfg=dict(type='Pretrained')``."""
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmengine.runner import CheckpointLoader
 from mmpretrain.registry import MODELS
 
 import petah_mm.engine.package_weights as package_weights
-from petah_mm.adapters import adapted_layers
+from petah_mm.adapters import adapted_layers, is_adapter_key
 from petah_mm.engine import register_checkpoint_loaders
 from petah_mm.engine.package_weights import PackagedWeightsError, timm_state_dict
+from helpers import REPO
 
 
 def adapted_lite0(checkpoint, features_only=True, prefix='backbone.'):
@@ -66,13 +68,16 @@ def test_a_wrong_layout_is_refused_not_half_loaded():
         adapted_lite0('pypkg://efficientnet-lite0/features', prefix=None).init_weights()  # keys keep backbone.
 
 
-@pytest.mark.parametrize('features_only', [True, False], ids=['feature-maps', 'trunk'])
-def test_adapted_backbone_loads_every_weight_then_zeroes_its_adapters(features_only):
-    checkpoint = 'pypkg://efficientnet-lite0' + ('/features' if features_only else '')
-    model = adapted_lite0(checkpoint, features_only)
+@pytest.mark.parametrize('key', ['backbone', 'dense_backbone'])
+@pytest.mark.parametrize('base, name', [('tf-efficientnet-lite0', 'efficientnet-lite0'),
+                                        ('mobilenetv2-100', 'mobilenet-v2')])
+def test_config_backbones_load_every_weight_then_zero_their_adapters(base, name, key):
+    cfg = Config.fromfile(str(REPO / 'configs' / 'real' / '_base_' / f'{base}.py')).real[key]
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg)
     model.init_weights()  # strict: raises on any missing (adapters aside) or unexpected key
-    expected = timm_state_dict('efficientnet-lite0', 'features' if features_only else '')
+    expected = timm_state_dict(name, 'features' if key == 'dense_backbone' else '')
     expected = {k: v for k, v in expected.items() if not k.startswith('classifier.')}  # the head's, not the trunk's
-    own = {k[len('timm_model.'):]: v for k, v in model.state_dict().items() if 'adapter' not in k}
+    own = {k[len('timm_model.'):]: v for k, v in model.state_dict().items() if not is_adapter_key(k)}
     assert own.keys() == expected.keys() and all(torch.equal(own[k], expected[k]) for k in own)
     assert all(not layer.adapter.delta_weight(layer.weight).any() for layer in adapted_layers(model).values())
