@@ -237,8 +237,10 @@ def _manifest_if_reusable(root: Path, wanted: dict) -> Optional[dict]:
     return found
 
 
-def _build(root, dataset: str, args: dict, writer: Callable[..., dict]) -> dict:
-    """Write to a hidden sibling, then rename: a crash never leaves a dataset that looks done."""
+def _build(root, dataset: str, args: dict, writer: Callable[..., dict], layout: Optional[dict] = None) -> dict:
+    """Write to a hidden sibling, then rename: a crash never leaves a dataset that looks done.
+
+    ``layout`` (name -> relative path, returned as absolute paths) defaults to the toy layout of ``dataset``."""
     root = Path(root).expanduser().resolve()
     wanted = dict(version=GENERATOR_VERSION, dataset=dataset, **json.loads(json.dumps(args)))
     found = _manifest_if_reusable(root, wanted)
@@ -255,7 +257,7 @@ def _build(root, dataset: str, args: dict, writer: Callable[..., dict]) -> dict:
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
-    paths = {key: str(root / rel) for key, rel in _LAYOUTS[dataset].items()}
+    paths = {key: str(root / rel) for key, rel in (layout or _LAYOUTS[dataset]).items()}
     return dict(root=str(root), **paths, **found['summary'])
 
 

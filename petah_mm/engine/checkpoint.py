@@ -106,3 +106,5 @@ def register_checkpoint_loaders() -> None:
     CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
     CheckpointLoader.register_scheme(prefixes=('http://', 'https://'), loader=load_from_http, force=True)
     CheckpointLoader.register_scheme(prefixes=others, loader=load_from_elsewhere, force=True)
+    from .package_weights import register_package_weights  # pypkg://: weights inside pip packages
+    register_package_weights()

