@@ -46,6 +46,10 @@ def load_checkpoint_file(filename, map_location=None):
         loaded = safe_torch_load(filename, map_location)
     except pickle.UnpicklingError as e:
         raise CheckpointRefusedError(refusal_message(filename, e)) from None
+    except MemoryError as e:  # numpy's ndarray constructor allocates the size a pickle declares
+        raise CheckpointRefusedError(f'refused to load {filename!r}: its pickle declares more memory than the '
+                                     f'machine has ({e}); a {osp.getsize(filename)}-byte weights file cannot hold '
+                                     'that') from None
     problem = content_problem(loaded, osp.getsize(filename))
     if problem:
         raise CheckpointRefusedError(f'refused to load {filename!r}: {problem}')

@@ -64,6 +64,19 @@ def test_expanded_numpy_arrays_are_bounded_too(tmp_path):
         load_checkpoint_file(path)
 
 
+class HugeArray:
+    """Pickles as ``numpy.ndarray((2**45,))``: numpy tries to allocate 256 TiB while unpickling."""
+
+    def __reduce__(self):
+        return np.ndarray, ((2 ** 45,), np.dtype('float64'))
+
+
+def test_array_larger_than_the_machine_is_refused(tmp_path):
+    path = save(tmp_path / 'huge_array.pth', dict(meta=dict(seed=HugeArray())))
+    with pytest.raises(CheckpointRefusedError, match=r'huge_array\.pth.*declares more memory than the machine has'):
+        load_checkpoint_file(path)
+
+
 def test_deep_nesting_is_refused_with_a_clear_error(tmp_path):
     nested = torch.zeros(1)
     for _ in range(MAX_DEPTH + 5):
