@@ -22,14 +22,16 @@ plain data and refuses any other state; and :func:`safe_torch_load` compares the
 of every allow-listed type before and after a load (:func:`class_state`), restoring it and refusing
 the file if anything changed.
 
-torch < 2.4 (the README's GPU recipe installs 2.1) has no ``add_safe_globals``: there,
-:func:`safe_torch_load` passes torch's own weights-only allow-list plus these globals to a
-restricted unpickler instead, so the same files load and the same payloads are refused.
+Below torch 2.6, :func:`safe_torch_load` passes torch's own weights-only allow-list plus these
+globals to a restricted unpickler instead: torch 2.1 (the README's GPU recipe) has no
+``add_safe_globals``, and 2.4's cannot register a global under another pickled name, which
+``CheckpointHistoryBuffer`` needs. The same files load and the same payloads are refused.
 """
 import codecs
 import collections
 import copy
 import pickle
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -171,13 +173,19 @@ def restore_class_state(before: dict) -> list:
     return sorted(changed)
 
 
+def torch_names_safe_globals() -> bool:
+    """Whether ``add_safe_globals`` takes (global, pickled name) pairs (torch 2.4 does not; >= 2.6 does)."""
+    version = tuple(int(part) for part in re.findall(r'\d+', torch.__version__)[:2])
+    return hasattr(torch.serialization, 'add_safe_globals') and version >= (2, 6)
+
+
 def safe_torch_load(file, map_location=None):
     """``torch.load(weights_only=True)`` with mmengine's globals allowed, on any torch >= 1.13.
 
     Raises ``pickle.UnpicklingError`` (after putting it back) if the load changed class-level state.
     """
     before = class_state()
-    if hasattr(torch.serialization, 'add_safe_globals'):
+    if torch_names_safe_globals():
         loaded = torch.load(file, map_location=map_location, weights_only=True)
     else:
         loaded = torch.load(file, map_location=map_location, weights_only=False,
@@ -189,7 +197,7 @@ def safe_torch_load(file, map_location=None):
 
 
 def allow_mmengine_checkpoints() -> None:
-    if hasattr(torch.serialization, 'add_safe_globals'):  # torch >= 2.4; older torch does not default to weights_only
+    if torch_names_safe_globals():  # torch < 2.6 does not default to weights_only
         torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
     HistoryBuffer.__getstate__ = _history_buffer_state
     HistoryBuffer()  # registers the built-in statistics in the class-wide table now, not during a load

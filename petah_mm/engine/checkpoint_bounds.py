@@ -25,6 +25,9 @@ EXPANSION = 4
 SLACK_BYTES = 1 << 20
 #: how deeply containers may nest in a checkpoint (an mmengine Runner checkpoint nests about 6 deep)
 MAX_DEPTH = 64
+#: places (container entries) a checkpoint may hold beyond one per byte of the file (each costs a byte or more,
+#: unless a pickle shares a container between places)
+SLACK_PLACES = 10_000
 #: how to read each kind of petah_mm tensor file instead
 TENSOR_FILE_READERS = {
     'adapter': "the adapted backbone's load_adapter() or a task package (docs/deployment.md)",
@@ -95,11 +98,20 @@ def tensor_problem(tensor: torch.Tensor) -> Optional[str]:
 
 
 def content_problem(obj, file_size: int) -> Optional[str]:
-    """Why the loaded ``obj`` of a ``file_size``-byte file is not bounded: nesting, a view, or too many bytes."""
+    """Why the loaded ``obj`` of a ``file_size``-byte file is not bounded: nesting, a view, or too many bytes.
+
+    Everything is counted at every place it is held, as a tool that copies each entry would pay for it; a
+    pickle can share one object between places for a few bytes each, so the places are bounded too.
+    """
     budget, total = EXPANSION * file_size + SLACK_BYTES, 0
-    stack, visited = [(obj, '', 0)], set()
+    places = file_size + SLACK_PLACES
+    stack = [(obj, '', 0)]
     while stack:
         node, where, depth = stack.pop()
+        places -= 1
+        if places < 0:
+            return (f'its containers hold more than {file_size + SLACK_PLACES} entries, counting an entry shared '
+                    f'between containers at every place (at {where})')
         if isinstance(node, torch.Tensor):
             problem = tensor_problem(node)
             if problem:
@@ -111,12 +123,9 @@ def content_problem(obj, file_size: int) -> Optional[str]:
             return (f'its tensors and arrays up to {where or "(top level)"} hold {total} bytes, more than '
                     f'{EXPANSION} times its {file_size} bytes; a weights file holds its tensors\' bytes')
         children = container_items(node)
-        if children is None or id(node) in visited:
-            continue
-        visited.add(id(node))
-        if depth >= MAX_DEPTH:
+        if children is not None and depth >= MAX_DEPTH:
             return f'it nests containers more than {MAX_DEPTH} deep (at {where})'
-        stack.extend((child, f'{where}[{key!r}]', depth + 1) for key, child in children)
+        stack.extend((child, f'{where}[{key!r}]', depth + 1) for key, child in children or ())
     return None
 
 

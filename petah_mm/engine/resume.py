@@ -30,7 +30,7 @@ def plain(value):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
-    return value
+    return value if value is None or isinstance(value, (str, int, float)) else repr(value)
 
 
 def adapter_settings(model_cfg) -> dict:

@@ -51,6 +51,15 @@ def test_many_references_to_one_tensor_are_bounded_by_the_file_size(tmp_path):
         load_checkpoint_file(path)
 
 
+def test_containers_shared_many_times_are_bounded(tmp_path):
+    """Each level doubles the places one tensor is held: 2**40 places from a pickle of about 1 KB."""
+    shared = {'w': 'x'}
+    for _ in range(40):
+        shared = [shared, shared]
+    with pytest.raises(CheckpointRefusedError, match=r'shared\.pth.*containers hold more than \d+ entries'):
+        load_checkpoint_file(save(tmp_path / 'shared.pth', dict(meta=shared)))
+
+
 class ExpandedArray:
     """Pickles as ``numpy.ndarray((2**40,), float64, buffer=8 bytes, strides=(0,))``: 8 TB over 8 bytes."""
 
