@@ -11,6 +11,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from petah_mm.engine import amp_optim_wrapper, apply_common_args, parse_tool_args, tool_parser
+from petah_mm.engine.resume import check_resume
 
 
 def parse_args():
@@ -38,6 +39,7 @@ def main():
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    check_resume(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

@@ -8,7 +8,9 @@ loaders (``CheckpointLoader`` schemes), so ``init_cfg=dict(type='Pretrained')``,
 safe globals of :mod:`petah_mm.compat` (on torch < 2.4, the same allow-list through a restricted
 unpickler). A URL is downloaded once to torch's hub cache
 (``$TORCH_HOME/hub/checkpoints``) and the cached file is read the same way. Schemes that fetch
-from elsewhere (``open-mmlab://``, ``s3://`` ...) are refused with the reason.
+from elsewhere (``open-mmlab://``, ``s3://`` ...) are refused with the reason. Every file is checked
+before and after unpickling so that its content is bounded by its size
+(:mod:`petah_mm.engine.checkpoint_bounds`), and a load that changed class-level state is refused.
 """
 import hashlib
 import os
@@ -22,6 +24,7 @@ from mmengine.dist import barrier, get_dist_info
 from mmengine.runner import CheckpointLoader
 
 from ..compat import safe_torch_load
+from .checkpoint_bounds import content_problem, file_problem
 
 #: a published file name ending in the first hex digits of its sha256 (mmdet/mmpretrain model zoos)
 HASH_IN_NAME = re.compile(r'-([a-f0-9]{8,64})\.\w+$')
@@ -32,19 +35,32 @@ class CheckpointRefusedError(RuntimeError):
 
 
 def load_checkpoint_file(filename, map_location=None):
-    """``torch.load(weights_only=True)`` of a local file, with a refusal that says what and why."""
+    """``torch.load(weights_only=True)`` of a local file, bounded by its size, with a refusal that says what and why."""
     filename = osp.expanduser(str(filename))
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename!r} does not exist')
+    problem = file_problem(filename)
+    if problem:
+        raise CheckpointRefusedError(f'refused to load {filename!r}: {problem}')
     try:
-        return safe_torch_load(filename, map_location)
+        loaded = safe_torch_load(filename, map_location)
     except pickle.UnpicklingError as e:
         raise CheckpointRefusedError(refusal_message(filename, e)) from None
+    except MemoryError as e:  # numpy's ndarray constructor allocates the size a pickle declares
+        raise CheckpointRefusedError(f'refused to load {filename!r}: its pickle declares more memory than the '
+                                     f'machine has ({e}); a {osp.getsize(filename)}-byte weights file cannot hold '
+                                     'that') from None
+    problem = content_problem(loaded, osp.getsize(filename))
+    if problem:
+        raise CheckpointRefusedError(f'refused to load {filename!r}: {problem}')
+    return loaded
 
 
 def refusal_message(filename: str, error: Exception) -> str:
     found = re.search(r'Unsupported global: GLOBAL (\S+)', str(error))
-    what = f'its pickle needs {found[1]}' if found else f'its pickle is not plain data ({str(error).splitlines()[0]})'
+    reason = re.search(r'WeightsUnpickler error:\s*(.+)', str(error))  # torch wraps its unpickler's reason
+    reason = reason[1] if reason else str(error).splitlines()[0]
+    what = f'its pickle needs {found[1]}' if found else f'its pickle is not plain data ({reason})'
     message = (f'refused to load {filename!r}: {what}, which is not a tensor, a plain container or allow-listed '
                'mmengine training state. petah_mm reads every checkpoint with torch.load(weights_only=True) so '
                'that a shared file cannot run code. ')

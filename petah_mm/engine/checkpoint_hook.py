@@ -13,7 +13,9 @@ during the save leaves no complete checkpoint and a ``last_checkpoint`` naming a
 It also stores the Python, NumPy and torch random states with each checkpoint and restores them
 when training resumes from it, so the data augmentation (run in the main process with
 ``num_workers=0``, or in workers whose seeds mmengine derives from the run's seed) and dropout
-draw the same numbers as in an uninterrupted run.
+draw the same numbers as in an uninterrupted run; and it stores the config's adapter settings, so
+that a resume with other settings, or from a checkpoint that does not fit the model, is refused
+when it is loaded (:mod:`petah_mm.engine.resume`), before any step.
 """
 import os.path as osp
 import random
@@ -24,9 +26,13 @@ import torch
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
+from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
+from mmengine.runner.checkpoint import find_latest_checkpoint
 
 from ..utils import atomic_write, write_bytes_atomic
+from .checkpoint import CheckpointRefusedError
+from .resume import META_KEY, adapter_settings, resume_problem, state_problem
 
 ATOMIC_BACKEND = 'petah_atomic_local'
 
@@ -79,9 +85,20 @@ class SafeCheckpointHook(CheckpointHook):
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint['rng_state'] = rng_state()
+        checkpoint['meta'][META_KEY] = adapter_settings(runner.cfg.get('model'))
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Kept until ``before_train``, which knows whether this load was a resume (iter > 0)."""
+        """A resume that cannot continue is refused here, before the weights are loaded.
+
+        The random states are kept until ``before_train``, which knows whether this load was a resume (iter > 0).
+        """
+        if runner._resume:
+            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+            problem = resume_problem(checkpoint, runner.cfg.get('model')) or state_problem(
+                checkpoint.get('state_dict', {}), model.state_dict())
+            if problem:
+                source = runner._load_from or find_latest_checkpoint(runner.work_dir)
+                raise CheckpointRefusedError(f'cannot resume from {source!r}: {problem}')
         if 'rng_state' in checkpoint:
             self._resumed_rng = dict(state=checkpoint['rng_state'], iter=checkpoint.get('meta', {}).get('iter'))
 
