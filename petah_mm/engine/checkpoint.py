@@ -13,10 +13,12 @@ before and after unpickling so that its content is bounded by its size
 (:mod:`petah_mm.engine.checkpoint_bounds`), and a load that changed class-level state is refused.
 """
 import hashlib
+import io
 import os
 import os.path as osp
 import pickle
 import re
+from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
@@ -34,16 +36,27 @@ class CheckpointRefusedError(RuntimeError):
     """A checkpoint that was not loaded because loading it could run code or it is not what it claims."""
 
 
-def load_checkpoint_file(filename, map_location=None):
-    """``torch.load(weights_only=True)`` of a local file, bounded by its size, with a refusal that says what and why."""
+def load_checkpoint_file(filename, map_location=None, pinned_sha256=None):
+    """``torch.load(weights_only=True)`` of a local file, bounded by its size, with a refusal that says what and why.
+
+    ``pinned_sha256`` is the full digest a file is known to have in advance (a packaged weight file,
+    :mod:`petah_mm.engine.package_weights`). The file is then read once, and only bytes with that
+    digest are unpickled: they are the very bytes that were vetted, so torch's pre-1.6 format, whose
+    declared sizes cannot be bounded before unpickling, is accepted for them. Their content is
+    still checked after loading.
+    """
     filename = osp.expanduser(str(filename))
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename!r} does not exist')
-    problem = file_problem(filename)
-    if problem:
-        raise CheckpointRefusedError(f'refused to load {filename!r}: {problem}')
+    if pinned_sha256 is None:
+        problem = file_problem(filename)
+        if problem:
+            raise CheckpointRefusedError(f'refused to load {filename!r}: {problem}')
+        source = filename
+    else:
+        source = io.BytesIO(pinned_bytes(filename, pinned_sha256))
     try:
-        loaded = safe_torch_load(filename, map_location)
+        loaded = safe_torch_load(source, map_location)
     except pickle.UnpicklingError as e:
         raise CheckpointRefusedError(refusal_message(filename, e)) from None
     except MemoryError as e:  # numpy's ndarray constructor allocates the size a pickle declares
@@ -54,6 +67,14 @@ def load_checkpoint_file(filename, map_location=None):
     if problem:
         raise CheckpointRefusedError(f'refused to load {filename!r}: {problem}')
     return loaded
+
+
+def pinned_bytes(filename: str, sha256: str) -> bytes:
+    data = Path(filename).read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise CheckpointRefusedError(f'refused to load {filename!r}: its sha256 {hashlib.sha256(data).hexdigest()} '
+                                     f'is not the pinned {sha256}; reinstall the package that ships it')
+    return data
 
 
 def refusal_message(filename: str, error: Exception) -> str:

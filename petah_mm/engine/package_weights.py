@@ -49,6 +49,10 @@ class PackagedWeights:
     depths: Tuple[int, ...]
     convert: Callable[[Mapping[str, torch.Tensor], Sequence[int]], Dict[str, torch.Tensor]]
 
+    def load(self, map_location=None) -> dict:
+        """The file's own state dict, through the one weights-only loader, only if its bytes are the pinned ones."""
+        return load_checkpoint_file(self.file.locate(), map_location, pinned_sha256=self.file.sha256)
+
 
 PACKAGED_WEIGHTS = {
     'efficientnet-lite0': PackagedWeights(
@@ -88,7 +92,7 @@ def timm_state_dict(name: str, variant: str = '', map_location=None) -> Dict[str
     against that model (built on the meta device: no memory, no init)."""
     import timm
     entry = PACKAGED_WEIGHTS[name]
-    source = load_checkpoint_file(entry.file.locate(), map_location)
+    source = entry.load(map_location)
     state = {k: v for k, v in entry.convert(source, entry.depths).items() if not k.startswith(VARIANTS[variant])}
     with torch.device('meta'):
         target = timm.create_model(entry.timm_model, features_only=bool(variant)).state_dict()

@@ -10,6 +10,7 @@ from mmpretrain.registry import MODELS
 import petah_mm.engine.package_weights as package_weights
 from petah_mm.adapters import adapted_layers, is_adapter_key
 from petah_mm.engine import register_checkpoint_loaders
+from petah_mm.engine.checkpoint import CheckpointRefusedError
 from petah_mm.engine.package_weights import PackagedWeightsError, timm_state_dict
 from helpers import REPO
 
@@ -40,11 +41,12 @@ def test_every_library_builds_the_strict_pretrained_init(scope):
 
 
 def test_loads_through_the_one_weights_only_loader(monkeypatch):
-    calls, loader = [], package_weights.load_checkpoint_file
+    calls, loader = [], package_weights.load_checkpoint_file  # what PackagedWeights.load calls
 
-    def spy(path, map_location=None):
+    def spy(path, map_location=None, pinned_sha256=None):
         calls.append(path)
-        return loader(path, map_location)
+        assert pinned_sha256 == package_weights.PACKAGED_WEIGHTS['mobilenet-v2'].file.sha256
+        return loader(path, map_location, pinned_sha256)
 
     monkeypatch.setattr(package_weights, 'load_checkpoint_file', spy)
     checkpoint = CheckpointLoader.load_checkpoint('pypkg://mobilenet-v2')
@@ -52,6 +54,19 @@ def test_loads_through_the_one_weights_only_loader(monkeypatch):
     state = checkpoint['state_dict']
     assert 'head.fc.weight' in state and 'backbone.timm_model.conv_stem.weight' in state
     assert checkpoint['meta']['sha256'].startswith('b0353104') and checkpoint['meta']['licence'] == 'MIT'
+
+
+def test_pre_1_6_format_loads_only_with_its_pinned_digest(tmp_path):
+    """torchvision's MobileNetV2 file is in torch's pre-1.6 format, which cannot be bounded before unpickling:
+    only the pinned bytes are accepted, a copy of them without the pin is refused, and so is any other digest."""
+    entry = package_weights.PACKAGED_WEIGHTS['mobilenet-v2'].file
+    copy = tmp_path / 'mobilenet_v2.pth'
+    copy.write_bytes(entry.locate().read_bytes())
+    assert 'features.0.0.weight' in package_weights.load_checkpoint_file(copy, 'cpu', pinned_sha256=entry.sha256)
+    with pytest.raises(CheckpointRefusedError, match="pre-1.6"):
+        package_weights.load_checkpoint_file(copy, 'cpu')
+    with pytest.raises(CheckpointRefusedError, match='is not the pinned'):
+        package_weights.load_checkpoint_file(copy, 'cpu', pinned_sha256='0' * 64)
 
 
 @pytest.mark.parametrize('bad, match', [('pypkg://resnet50', 'known: pypkg://efficientnet-lite0'),

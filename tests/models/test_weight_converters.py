@@ -9,7 +9,6 @@ import torchvision
 from PIL import Image
 
 from petah_mm.datasets.real_silhouettes import PHOTOS
-from petah_mm.engine.checkpoint import load_checkpoint_file
 from petah_mm.engine.package_weights import PACKAGED_WEIGHTS, VARIANTS, timm_state_dict
 from petah_mm.models.weight_converters import efficientnet_pytorch_to_timm, stage_block_names
 from helpers import assert_close_scaled, reduction_length
@@ -31,7 +30,7 @@ def test_converted_weights_are_exactly_the_timm_model(name, variant):
     state = timm_state_dict(name, variant)
     model = timm.create_model(entry.timm_model, features_only=bool(variant))
     model.load_state_dict(state, strict=True)  # raises on any missing, unexpected or reshaped key
-    source = load_checkpoint_file(entry.file.locate())
+    source = entry.load()
     converted = entry.convert(source, entry.depths)
     ids = {id(t) for t in source.values()}
     assert len(converted) == len(source) and all(id(t) in ids for t in converted.values())  # renamed, not made up
@@ -42,7 +41,7 @@ def test_converted_weights_are_exactly_the_timm_model(name, variant):
 def test_mobilenet_v2_map_agrees_with_torchvision_on_a_real_photo():
     entry = PACKAGED_WEIGHTS['mobilenet-v2']
     reference = torchvision.models.mobilenet_v2()
-    reference.load_state_dict(load_checkpoint_file(entry.file.locate()), strict=True)
+    reference.load_state_dict(entry.load(), strict=True)
     converted = timm.create_model(entry.timm_model)
     converted.load_state_dict(timm_state_dict('mobilenet-v2'), strict=True)
     x = photo('chelsea.png')
