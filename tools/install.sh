@@ -97,6 +97,7 @@ fi
 
 # --- the rest of the stack, then petah_mm itself --------------------------------------------
 run "${pip[@]}" -r "$repo/requirements.txt"
+run "${pip[@]}" --no-deps -r "$repo/requirements/mmdeploy.txt"  # why --no-deps: requirements/mmdeploy.txt
 run "${pip[@]}" --no-build-isolation --no-deps -e "$repo"
 run "$py" -c "import mmcv.ops, mmdet, mmseg, mmpretrain, petah_mm; print('stack imports fine')"
 
