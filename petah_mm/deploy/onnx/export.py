@@ -35,10 +35,13 @@ class ExportedGraph:
     shape: Tuple[int, int]
     input_name: str
     output_names: Tuple[str, ...]
+    dynamic_batch: bool = True
 
     def describe(self) -> str:
+        batch = 'N' if self.dynamic_batch else '1'
         return (f'{self.path} ({self.path.stat().st_size / 1e6:.1f} MB, {self.task}): input {self.input_name!r} '
-                f'(N, 3, {self.shape[0]}, {self.shape[1]}), batch dynamic, height and width fixed; outputs '
+                f'({batch}, 3, {self.shape[0]}, {self.shape[1]}), {"dynamic" if self.dynamic_batch else "fixed"} '
+                'batch, height and width fixed; outputs '
                 f'{", ".join(map(repr, self.output_names))}')
 
 
