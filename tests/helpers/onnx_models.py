@@ -9,7 +9,6 @@ from mmengine.config import Config
 
 from petah_mm.deploy.packages import build_task_model
 from petah_mm.testing import randomise_adapters
-
 from . import CLS_TOY, DET_TOY, SEG_TOY
 
 BASES = dict(cls=CLS_TOY, seg=SEG_TOY, det=DET_TOY)
