@@ -13,7 +13,7 @@ import io
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Tuple, Union
+from typing import Dict, Iterable, Optional, Tuple, Union
 
 import onnx
 import torch
@@ -59,14 +59,18 @@ def merged(model: nn.Module):
             backbone.unmerge_adapters()
 
 
-def onnx_bytes(graph: nn.Module, example: torch.Tensor, output_names: Iterable[str], dynamic_batch: bool) -> bytes:
-    """``graph`` traced on ``example`` and exported in memory (TorchScript exporter, opset 17)."""
-    output_names = list(output_names)
+def onnx_bytes(graph: nn.Module, example: torch.Tensor, output_names: Iterable[str], dynamic_batch: bool,
+               fixed_inputs: Optional[Dict[str, torch.Tensor]] = None) -> bytes:
+    """``graph`` traced on ``example`` (and ``fixed_inputs``, graph inputs after the image whose shapes do not
+    follow the batch) and exported in memory (TorchScript exporter, opset 17)."""
+    output_names, fixed_inputs = list(output_names), fixed_inputs or {}
     axes = {name: {0: 'batch'} for name in (INPUT_NAME, *output_names)} if dynamic_batch else None
     buffer = io.BytesIO()
+    graph.eval()  # torch.onnx.export restores the wrapper's mode, and a new wrapper's is training
     with torch.no_grad():
-        torch.onnx.export(graph, (example, ), buffer, dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
-                          output_names=output_names, dynamic_axes=axes, do_constant_folding=True)
+        torch.onnx.export(graph, (example, *fixed_inputs.values()), buffer, dynamo=False, opset_version=OPSET,
+                          input_names=[INPUT_NAME, *fixed_inputs], output_names=output_names, dynamic_axes=axes,
+                          do_constant_folding=True)
     return buffer.getvalue()
 
 

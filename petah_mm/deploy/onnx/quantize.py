@@ -5,6 +5,7 @@ test pipeline and data preprocessor (deterministic, at the graph's size: what th
 not through the training augmentations. Weights are quantized per output channel, activations per
 tensor (MinMax calibration), in the QDQ format that ORT, TensorRT and QNN read.
 """
+import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Union
 
@@ -40,6 +41,19 @@ def int8_path(path: PathLike) -> Path:
     return path.with_name(f'{path.stem}.int8{path.suffix}')
 
 
+def quantize_bytes(model: bytes, reader: CalibrationDataReader) -> bytes:
+    """An fp32 ONNX model quantized: QDQ, int8 weights per channel and int8 activations, MinMax calibration."""
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        (work / 'fp32.onnx').write_bytes(model)
+        # shapes inferred, BatchNorm and constants folded first: ORT's advice before quantizing
+        quant_pre_process(str(work / 'fp32.onnx'), str(work / 'prepared.onnx'), skip_symbolic_shape=True)
+        quantize_static(str(work / 'prepared.onnx'), str(work / 'int8.onnx'), reader, quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        return (work / 'int8.onnx').read_bytes()
+
+
 def quantize_graph(graph: ExportedGraph, cfg: Config, model: nn.Module, num_images: int,
                    out_file: Optional[PathLike] = None, force: bool = False,
                    inputs: Iterable[PathLike] = ()) -> ExportedGraph:
@@ -50,19 +64,7 @@ def quantize_graph(graph: ExportedGraph, cfg: Config, model: nn.Module, num_imag
     if num_images < 1:
         raise ValueError(f'--calib-images must be at least 1, got {num_images}')
     out_file = check_output_path(out_file or int8_path(graph.path), force, [*inputs, graph.path])
-    work = out_file.with_name(f'.{out_file.name}.work')
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        prepared = work / 'prepared.onnx'  # shapes inferred, BatchNorm and constants folded: ORT's advice
-        quant_pre_process(str(graph.path), str(prepared), skip_symbolic_shape=True)
-        reader = PipelineCalibration(cfg, model, graph, num_images)
-        quantize_static(str(prepared), str(work / 'int8.onnx'), reader, quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
-        write_bytes_atomic(out_file, (work / 'int8.onnx').read_bytes(), force=True)
-    finally:
-        for leftover in work.iterdir():
-            leftover.unlink()
-        work.rmdir()
+    reader = PipelineCalibration(cfg, model, graph, num_images)
+    write_bytes_atomic(out_file, quantize_bytes(graph.path.read_bytes(), reader), force=True)
     print(f'int8: calibrated on {reader.count} training images')
     return ExportedGraph(out_file, graph.task, graph.shape, graph.input_name, graph.output_names)
