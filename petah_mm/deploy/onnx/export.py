@@ -5,7 +5,8 @@ weights), so a device runs a PETAH task at the plain model's cost. Classificatio
 segmentation use ``torch.onnx.export`` (TorchScript exporter, opset 17); detection goes through
 mmdeploy (:mod:`.detection`).
 
-Sizes: the batch axis is dynamic; height and width are fixed at export. EfficientFormer's last
+Sizes: the batch axis is dynamic where the backbone allows it (checked on the exported graph, else the
+graph is exported for batch 1); height and width are fixed at export. EfficientFormer's last
 stage resizes its attention-bias table to the token grid of the input, and the exported graph
 holds the table for the export size only, so a graph accepts exactly the (H, W) it was exported at.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Tuple, Union
 
+import numpy as np
 import onnx
 import torch
 from mmengine.config import Config
@@ -74,6 +76,28 @@ def onnx_bytes(graph: nn.Module, example: torch.Tensor, output_names: Iterable[s
     return buffer.getvalue()
 
 
+def batch_axis_works(data: bytes, shape: Tuple[int, int], fixed_feeds: Optional[Dict] = None) -> bool:
+    """Whether a graph exported with a dynamic batch computes a batch of 2 as two batches of 1.
+
+    The TorchScript exporter records Python ints taken from shapes as constants, so a backbone that computes
+    with its batch size in Python (mmdet's Swin windows) exports a "dynamic" batch axis that gives wrong
+    results for any other batch, silently. This check catches it."""
+    from .runtime import cpu_session
+    x = np.random.default_rng(0).standard_normal((2, 3, *shape), np.float32)
+    feeds = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in (fixed_feeds or {}).items()}
+    session = cpu_session(data)
+    try:
+        together = session.run(None, {INPUT_NAME: x, **feeds})
+    except Exception:  # ORT refuses the shape: the batch axis is not dynamic
+        return False
+    alone = [session.run(None, {INPUT_NAME: x[i:i + 1], **feeds}) for i in range(2)]
+    for index, output in enumerate(together):
+        expected = np.concatenate([a[index] for a in alone])
+        if output.shape != expected.shape or np.abs(output - expected).max() > 1e-4 * np.abs(expected).max():
+            return False
+    return True
+
+
 def export_onnx(model: nn.Module, cfg: Config, out_file: PathLike, shape: Optional[Tuple[int, int]] = None,
                 force: bool = False, inputs: Iterable[PathLike] = ()) -> ExportedGraph:
     """Write ``out_file``: ``model`` (a trained task) merged, as an ONNX graph for (N, 3, H, W) inputs.
@@ -88,7 +112,11 @@ def export_onnx(model: nn.Module, cfg: Config, out_file: PathLike, shape: Option
         return export_detector(model, cfg, out_file, shape, force=force, inputs=inputs)
     example = torch.zeros(1, 3, *shape)
     with merged(model):
-        data = onnx_bytes(task_graph(model, task, shape), example, OUTPUT_NAMES[task], dynamic_batch=True)
+        graph = task_graph(model, task, shape)
+        data = onnx_bytes(graph, example, OUTPUT_NAMES[task], dynamic_batch=True)
+        dynamic = batch_axis_works(data, shape)
+        if not dynamic:  # the backbone bakes its batch size into the trace: say so in the graph's shape
+            data = onnx_bytes(graph, example, OUTPUT_NAMES[task], dynamic_batch=False)
     onnx.checker.check_model(onnx.load_from_string(data))
     write_bytes_atomic(out_file, data, force, inputs)
-    return ExportedGraph(Path(out_file), task, shape, INPUT_NAME, OUTPUT_NAMES[task])
+    return ExportedGraph(Path(out_file), task, shape, INPUT_NAME, OUTPUT_NAMES[task], dynamic_batch=dynamic)
