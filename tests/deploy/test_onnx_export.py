@@ -11,6 +11,7 @@ import torch
 
 from petah_mm.deploy import build_trained_model, export_merged
 from petah_mm.deploy.onnx import ExportedGraph, export_onnx, verify_export
+from petah_mm.deploy.onnx.export import batch_axis_works, onnx_bytes
 from petah_mm.deploy.onnx.inputs import pipeline_batches
 from petah_mm.deploy.onnx.runtime import cpu_session
 from petah_mm.deploy.onnx.verify import relative_difference
@@ -98,3 +99,16 @@ def test_cli_exports_int8_and_verifies(task_checkpoints, cls_cli_run):
     assert {'QuantizeLinear', 'DequantizeLinear'} <= set(op_histogram(int8)), op_histogram(int8)
     with pytest.raises(FileExistsError, match='--force'):
         export_tool.main([str(config), str(checkpoint), str(out)])
+
+
+class BakesItsBatch(torch.nn.Module):
+    """Takes its batch size as a Python int, as mmdet's Swin does: the trace records it as a constant."""
+
+    def forward(self, x):
+        return x.reshape(int(x.shape[0]), -1).mean(1, keepdim=True)
+
+
+@pytest.mark.parametrize('module, dynamic', [(BakesItsBatch(), False), (torch.nn.Conv2d(3, 2, 3), True)])
+def test_batch_axis_check(module, dynamic):
+    data = onnx_bytes(module, torch.zeros(1, 3, 8, 8), ['y'], dynamic_batch=True)
+    assert batch_axis_works(data, (8, 8)) == dynamic
