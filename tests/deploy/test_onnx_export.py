@@ -112,3 +112,14 @@ class BakesItsBatch(torch.nn.Module):
 def test_batch_axis_check(module, dynamic):
     data = onnx_bytes(module, torch.zeros(1, 3, 8, 8), ['y'], dynamic_batch=True)
     assert batch_axis_works(data, (8, 8)) == dynamic
+
+
+def test_graph_input_is_normalised_by_the_configs_preprocessor(task_checkpoints):
+    """mmpretrain configs declare data_preprocessor at the top level; the exported graph's input must be
+    normalised with it (as the runner normalises), not the raw 0-255 image."""
+    config, checkpoint = task_checkpoints['cls']
+    cfg, model, _ = build_trained_model(config, checkpoint)
+    mean = torch.tensor(cfg.data_preprocessor.mean).view(-1, 1, 1)
+    assert torch.equal(model.data_preprocessor.mean, mean)
+    inputs = next(pipeline_batches(cfg, model, 'test', 1))['inputs']
+    assert inputs.abs().max() < 10, f'pipeline input reaches {inputs.abs().max():.1f}: not normalised'
