@@ -18,6 +18,7 @@ setup(
     packages=find_packages(include=['petah_mm', 'petah_mm.*']),
     python_requires='>=3.9',
     install_requires=read_requirements('runtime.txt'),
-    extras_require={'tests': read_requirements('tests.txt'), 'dev': read_requirements('dev.txt')},
+    extras_require={'tests': read_requirements('tests.txt'), 'dev': read_requirements('dev.txt'),
+                    'deploy': read_requirements('deploy.txt')},
     license='Apache-2.0',
 )

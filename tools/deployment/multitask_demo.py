@@ -45,11 +45,17 @@ def main():
     parser.add_argument('--mode', choices=MODES, default='merge',
                         help='merge: fold the active task into the kernels; routing: keep adapters unmerged')
     parser.add_argument('--out-dir', default='work_dirs/multitask', help='where the pictures go')
+    parser.add_argument('--runtime', choices=('pytorch', 'onnxruntime'), default='pytorch',
+                        help='onnxruntime: serve classification and segmentation tasks from one ONNX backbone graph '
+                        '(petah_mm.deploy.onnx.demo; --mode does not apply)')
     args = parser.parse_args()
     try:
         tasks = task_packages(args.task)
     except ValueError as e:
         parser.error(str(e))
+    if args.runtime == 'onnxruntime':
+        from petah_mm.deploy.onnx.demo import run_onnx_demo
+        return run_onnx_demo(args.backbone, tasks, args.image, args.out_dir)
     served = MultiTaskModel(args.backbone, tasks, mode=args.mode)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,9 @@ def parse_args(argv=None):
                         'rotating order, and keep its fastest round; inference: time rounds × repeats passes')
     parser.add_argument('--op-breakdown', action='store_true', help='profile one training step of full and '
                         'petah2 (in the --amp dtype if given) and report their costliest ops side by side')
+    parser.add_argument('--runtime', choices=['pytorch', 'onnxruntime'], default='pytorch',
+                        help='onnxruntime: also time the plain, merged, multi-task-form and int8 backbones in ONNX '
+                        'Runtime (CPU), next to the PyTorch rows')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--method', choices=list(PRESETS), help=argparse.SUPPRESS)
@@ -68,6 +71,9 @@ def main(argv=None):
     if args.worker:
         return train_worker(args)
     latencies = inference(args)
+    if args.runtime == 'onnxruntime':
+        from .onnx_inference import onnx_inference
+        latencies.update(onnx_inference(args))
     rows, profiles = training(args)
     report = dict(config=vars(args), machine=describe(args.device), threads=torch.get_num_threads(),
                   inference=latencies, training=rows, sizes=sizes_and_flops(args), switch_ms=switch_time(args))
