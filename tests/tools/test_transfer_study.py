@@ -5,7 +5,7 @@ import json
 import pytest
 
 import petah_mm.tools.transfer_study as study
-from petah_mm.tools.transfer_study import METHODS, Profile, main, run_config
+from petah_mm.tools.transfer_study import METHODS, PROFILES, Profile, combinations, main, run_config
 
 
 def test_run_config_changes_only_the_runs_settings(tmp_path):
@@ -29,7 +29,7 @@ def test_protocol_picks_the_lr_on_val_and_reports_test_over_seeds(tmp_path, monk
 
     monkeypatch.setattr(study, 'train_and_evaluate', fake)
     monkeypatch.setitem(study.DATASETS, 'animal', lambda *args, **kwargs: None)
-    profile = Profile(('tf-efficientnet-lite0', ), ('animal', ), ('petah2', ), ('pretrained', ), seeds=3, epochs=2,
+    profile = Profile(('tf-efficientnet-lite0', ), ('animal', ), ('petah2', ), (), seeds=3, epochs=2,
                       counts=(1, 1, 1), lrs=dict(petah2=(1e-3, 3e-3)))
     row, = study.run_study(profile, tmp_path)['summary']
     assert row['lr'] == 3e-3 and row['val'] == 3.0 and row['seeds'] == 3
@@ -52,3 +52,10 @@ def test_quick_study_through_the_runner(tmp_path):
     assert saved['summary'] == results['summary'] and len(saved['runs']) == 2
     assert (tmp_path / 'transfer_study.png').stat().st_size > 0
     assert '| tf-efficientnet-lite0 | animal | pretrained | petah2 |' in (tmp_path / 'transfer_study.md').read_text()
+
+
+def test_default_study_runs_every_method_pretrained_and_the_two_ends_of_the_range_as_random_controls():
+    rows = list(combinations(PROFILES['default']))
+    assert [(method, init) for _, _, method, init in rows] == [
+        ('frozen', 'pretrained'), ('frozen', 'random'), ('petah1', 'pretrained'), ('petah2', 'pretrained'),
+        ('petah8', 'pretrained'), ('full', 'pretrained'), ('full', 'random')]
