@@ -59,6 +59,21 @@ def test_trunk_with_bf16_rows_and_two_inference_batches(tmp_path):
     assert 'Op breakdown of one bf16 training step' in table
 
 
+def test_inference_only_measures_no_training(tmp_path):
+    """--inference-only: the inference rows of one run, and nothing that trains (what the README's ONNX
+    Runtime table is made from)."""
+    report, table = benchmark(tmp_path, '--arch', 'l1', '--inference-only', '--inference-batches', '1', '2')
+    check_inference_rows(report, [1, 2], ['fp32'])
+    assert not {'training', 'sizes', 'switch_ms'} & set(report), sorted(report)
+    assert 'train step' not in table and 'training' not in table and f'CPU: {report["machine"]["cpu"]}' in table
+
+
+def test_inference_only_refuses_the_op_breakdown(capsys):
+    with pytest.raises(SystemExit):
+        benchmark_tool.cli.parse_args(['--inference-only', '--op-breakdown'])
+    assert '--op-breakdown profiles training steps' in capsys.readouterr().err
+
+
 def test_config_backbone_loads_no_weights(tmp_path):
     """--config benchmarks that config's model.backbone without its pretrained weights: FastViT's timm
     ``pretrained=True`` would try a download at build time, which this machine cannot do."""

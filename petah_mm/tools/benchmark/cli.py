@@ -43,6 +43,9 @@ def parse_args(argv=None):
     parser.add_argument('--runtime', choices=['pytorch', 'onnxruntime'], default='pytorch',
                         help='onnxruntime: also time the plain, merged, multi-task-form and int8 backbones in ONNX '
                         'Runtime (CPU), next to the PyTorch rows')
+    parser.add_argument('--inference-only', action='store_true',
+                        help='only the inference rows (PyTorch, and ONNX Runtime with --runtime onnxruntime): no '
+                        'training steps, sizes, FLOPs or task switch')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--method', choices=list(PRESETS), help=argparse.SUPPRESS)
@@ -61,6 +64,8 @@ def parse_args(argv=None):
         parser.error(f'--rounds {args.rounds} --repeats {args.repeats}: both must be at least 1')
     if 'petah2' not in args.methods:
         parser.error('--methods must include petah2: the inference and task-switch rows measure it')
+    if args.inference_only and args.op_breakdown:
+        parser.error('--op-breakdown profiles training steps, which --inference-only skips')
     if args.op_breakdown and 'full' not in args.methods:
         parser.error('--op-breakdown compares full fine-tuning with petah2: add full to --methods')
     return args
@@ -74,11 +79,13 @@ def main(argv=None):
     if args.runtime == 'onnxruntime':
         from .onnx_inference import onnx_inference
         latencies.update(onnx_inference(args))
-    rows, profiles = training(args)
     report = dict(config=vars(args), machine=describe(args.device), threads=torch.get_num_threads(),
-                  inference=latencies, training=rows, sizes=sizes_and_flops(args), switch_ms=switch_time(args))
-    if profiles:
-        report['op_breakdown'] = profiles
+                  inference=latencies)
+    if not args.inference_only:
+        rows, profiles = training(args)
+        report.update(training=rows, sizes=sizes_and_flops(args), switch_ms=switch_time(args))
+        if profiles:
+            report['op_breakdown'] = profiles
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / 'benchmark.json', 'w') as f:

@@ -2,8 +2,9 @@
 
 Rows, at each of --inference-batches: the plain backbone; PETAH-2 merged (fp32); PETAH-2 in the
 multi-task form (unmerged, its adapter factors and output norms fed as graph inputs: one backbone
-graph serves every task, :mod:`petah_mm.deploy.onnx.multitask`); PETAH-2 merged int8 (static QDQ,
-calibrated on 8 random normal images: the trunk benchmark has no dataset; latency only).
+graph serves every task, :mod:`petah_mm.deploy.onnx.multitask`; frozen BatchNorms folded); PETAH-2
+merged int8 (static QDQ, calibrated on 8 random normal images: the trunk benchmark has no dataset;
+latency only).
 """
 import functools
 
@@ -12,6 +13,7 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader
 
 from petah_mm.deploy.onnx.export import onnx_bytes
+from petah_mm.deploy.onnx.fold_norms import fold_norms, scaled_feeds
 from petah_mm.deploy.onnx.multitask import BackboneWithTaskInputs, task_tensor_names
 from petah_mm.deploy.onnx.quantize import quantize_bytes
 from petah_mm.deploy.onnx.runtime import cpu_session
@@ -41,9 +43,9 @@ def graphs(args) -> dict:
     example = torch.zeros(1, 3, args.size, args.size)
     outputs = [f'feat{i}' for i in range(len(plain(example)))]
     names = task_tensor_names(unmerged)
-    state = unmerged.state_dict()
-    feeds = {name: state[name] for name in names}
-    shared = onnx_bytes(BackboneWithTaskInputs(unmerged, names), example, outputs, True, feeds)
+    folded, scales = fold_norms(unmerged, example, names)
+    feeds = scaled_feeds(unmerged.state_dict(), names, scales)
+    shared = onnx_bytes(BackboneWithTaskInputs(folded, names), example, outputs, True, feeds)
     unmerged.merge_adapters()
     merged = onnx_bytes(unmerged, example, outputs, True)
     return {'ORT plain': (onnx_bytes(plain, example, outputs, True), {}),

@@ -5,20 +5,30 @@ from . import machine, op_breakdown
 
 
 def markdown(args, report) -> str:
-    inf, train, sizes = report['inference'], report['training'], report['sizes']
+    inf = report['inference']
     device = (f'{torch.get_num_threads()} CPU threads' if args.device == 'cpu' else
               torch.cuda.get_device_name(args.device))
     memory = 'peak RSS' if args.device == 'cpu' else 'max allocated'
+    training = ('' if 'training' not in report else
+                f'training: fastest of {args.rounds} round(s) of each method\'s median of {args.repeats} steps '
+                '(peak memory: median over rounds); ')
     lines = [f'{args.config or f"EfficientFormer-{args.arch.upper()} trunk"}, {args.size}x{args.size}, '
-             f'training batch {args.batch}, {device}. Inference: median of {args.repeats * args.rounds} interleaved '
-             f'runs; training: fastest of {args.rounds} round(s) of each method\'s median of {args.repeats} steps '
-             f'(peak memory: median over rounds); {args.warmup} warm-up runs each.',
+             + ('' if 'training' not in report else f'training batch {args.batch}, ')
+             + f'{device}. Inference: median of {args.repeats * args.rounds} interleaved runs; {training}'
+             f'{args.warmup} warm-up runs each.',
              machine.summary(report['machine']), '',
              '| inference | latency (ms) | ÷ plain | ÷ merged |', '|---|---|---|---|']
     lines += [f'| {name} | {r["ms"]:.1f} | {r["ratio"]:.3f} | '
               + (f'{r["ratio_to_merged"]:.3f} |' if 'ratio_to_merged' in r else '|') for name, r in inf.items()]
-    lines += ['', f'| method | train step (ms) | ÷ full | peak memory, {memory} (GB) | ÷ full | trainable params | '
-              'adapter file (MB) | GFLOPs merged | GFLOPs unmerged |', '|---|---|---|---|---|---|---|---|---|']
+    if 'training' in report:
+        lines += training_lines(report, memory)
+    return '\n'.join(lines) + '\n'
+
+
+def training_lines(report, memory: str) -> list:
+    train, sizes = report['training'], report['sizes']
+    lines = ['', f'| method | train step (ms) | ÷ full | peak memory, {memory} (GB) | ÷ full | trainable params | '
+             'adapter file (MB) | GFLOPs merged | GFLOPs unmerged |', '|---|---|---|---|---|---|---|---|---|']
     for name, r in train.items():
         s = sizes[r['method']]
         lines.append(f'| {name} | {r["ms"]:.0f} | {r.get("time_ratio", float("nan")):.2f} | {r["peak_gb"]:.2f} | '
@@ -28,4 +38,4 @@ def markdown(args, report) -> str:
               f'{report["switch_ms"]:.1f} ms.']
     if 'op_breakdown' in report:
         lines += op_breakdown.markdown(report['op_breakdown'])
-    return '\n'.join(lines) + '\n'
+    return lines
