@@ -2,10 +2,12 @@
 does PETAH adapt the pretrained backbone to detection and segmentation? (docs/real_data.md)
 
     python tools/analysis_tools/dense_study.py --quick      # the tests' path: tiny data, a few iterations
-    python tools/analysis_tools/dense_study.py              # the study: the configs' own schedules
+    python tools/analysis_tools/dense_study.py              # 64 / 16 images, 2 epochs: ~25 min on 2 busy cores
+    python tools/analysis_tools/dense_study.py --full       # the configs' own schedules on 256 / 64 images
 
 Every run is mmengine's Runner on a configs/real config (Cascade Mask R-CNN + FPN and Semantic FPN on the animal
-silhouettes), with only the data root, the work directory and (``--quick`` only) the schedule changed. Each run
+silhouettes), with only the data root, the work directory and (except ``--full``) the length of the schedule
+changed. Each run
 trains without validation, then is evaluated once on the validation split (the set has no other; no choice here
 looks at it). The PETAH-2 runs keep their final checkpoint, which ``tools/misc/release_real_tasks.py`` exports.
 Runs append to ``WORK_DIR/runs.jsonl``, so an interrupted study resumes where it stopped.
@@ -18,7 +20,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from mmengine.config import Config
 from mmengine.runner import Runner
@@ -43,15 +45,24 @@ METRICS = {'cascade-mask-rcnn': ('coco/bbox_mAP', 'coco/segm_mAP'), 'semantic-fp
 class Profile:
     num_train: int
     num_val: int
-    #: per task, ``train_cfg`` settings that replace the config's schedule (None: the config's own)
+    #: per task, the config settings (``train_cfg`` and ``param_scheduler``) that replace the config's schedule
+    #: (None: the config's own)
     schedules: Optional[Dict[str, dict]] = None
+    methods: Tuple[str, ...] = METHODS
 
 
 PROFILES = {
-    'quick': Profile(num_train=4, num_val=2, schedules={'cascade-mask-rcnn': dict(max_epochs=1),
-                                                        'semantic-fpn': dict(max_iters=2)}),
-    # the silhouette set's default size: the data the configs (and tools/main_job.py) train on
-    'default': Profile(num_train=256, num_val=64),
+    'quick': Profile(num_train=4, num_val=2, methods=(KEPT, ), schedules={
+        'cascade-mask-rcnn': dict(train_cfg=dict(max_epochs=1), param_scheduler=[]),
+        'semantic-fpn': dict(train_cfg=dict(max_iters=2), param_scheduler=[])}),
+    # 2 epochs of 64 images (32 iterations of 4) for both tasks; the detector keeps its warm-up and cosine decay
+    # over 2 epochs, the segmentor's poly decay is fitted to the 32 iterations
+    'default': Profile(num_train=64, num_val=16, schedules={
+        'cascade-mask-rcnn': dict(train_cfg=dict(max_epochs=2)),
+        'semantic-fpn': dict(train_cfg=dict(max_iters=32), param_scheduler=[
+            dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=32, by_epoch=False)])}),
+    # the silhouette set's default size and the configs' schedules: what tools/main_job.py trains
+    'full': Profile(num_train=256, num_val=64),
 }
 
 
@@ -69,8 +80,10 @@ def run_config(task: str, method: str, profile: Profile, data_root: Path, work_d
         if 'ann_file' in cfg[evaluator]:
             cfg[evaluator].ann_file = root + 'annotations/instances_val2017.json'
     if profile.schedules:
-        cfg.train_cfg.update(profile.schedules[task])
-        cfg.param_scheduler = []  # a few iterations: the configs' warm-up and milestones do not apply
+        schedule = profile.schedules[task]
+        cfg.train_cfg.update(schedule['train_cfg'])
+        if 'param_scheduler' in schedule:
+            cfg.param_scheduler = schedule['param_scheduler']
     length = cfg.train_cfg.get('max_epochs', cfg.train_cfg.get('max_iters'))
     cfg.train_cfg.val_interval = length + 1  # each run is evaluated once, below
     if method == KEPT:
@@ -109,7 +122,7 @@ def run_study(profile: Profile, work_dir: Path) -> dict:
     if log.exists():
         done = {record['name']: record for record in map(json.loads, log.read_text().splitlines())}
     for task in TASKS:
-        for method in METHODS:
+        for method in profile.methods:
             name = f'{task}_{method}'
             if name in done:
                 continue
@@ -135,14 +148,16 @@ def markdown(runs: List[dict]) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument('--quick', action='store_true', help='the tests\' path: tiny data, a few iterations')
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument('--quick', action='store_true', help='the tests\' path: tiny data, a few iterations')
+    size.add_argument('--full', action='store_true', help='the configs\' own schedules on 256 / 64 images')
     parser.add_argument('--work-dir', default='work_dirs/dense_study', help='data, runs and results')
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    profile = PROFILES['quick' if args.quick else 'default']
+    profile = PROFILES['quick' if args.quick else 'full' if args.full else 'default']
     work_dir = Path(args.work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
