@@ -89,7 +89,7 @@ def evaluate(package: PathLike, shared: Dict, data_root: PathLike, work_dir: Pat
 
 def release(config: PathLike, checkpoint: PathLike, out_root: PathLike, data_root: PathLike,
             check_images: int = 4, work_dir: Optional[PathLike] = None) -> Path:
-    cfg, model, _ = build_trained_model(str(config), str(checkpoint))
+    cfg, model, trained = build_trained_model(str(config), str(checkpoint))
     backbone = installed_backbone(config)
     if model.backbone.frozen_fingerprint() != backbone.frozen_fingerprint():
         raise ValueError(f'{checkpoint}: its frozen backbone weights are not the installed pretrained weights of '
@@ -97,7 +97,7 @@ def release(config: PathLike, checkpoint: PathLike, out_root: PathLike, data_roo
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_root, prefix='.release-')) / 'package'
-    export_task_package(model, cfg, staging)
+    export_task_package(model, cfg, staging, trained.get('meta', {}).get('dataset_meta'))  # class names
     listed = sums(staging)
     write_bytes_atomic(staging / SUMS, listed.encode())
     final = out_root / f'{Path(config).stem}-{hashlib.sha256(listed.encode()).hexdigest()[:8]}'
