@@ -1,103 +1,13 @@
-"""The main job: train Cascade Mask R-CNN with a PETAH-2 EfficientFormer-L1 on toy COCO, on CPU.
-
-It generates the toy data and the shared toy backbone (seeded random weights: nothing can be
-downloaded here) if missing, trains (resuming if interrupted, skipping if the final
-checkpoint exists), evaluates COCO bbox and segm mAP, and writes a picture of the predictions.
-Everything lands in --work-dir: the checkpoint, ``metrics.json`` and ``predictions.png``.
-Training is seeded and uses deterministic algorithms only, so a second run on the same machine
-gives the same metrics.
+"""The main job: Cascade Mask R-CNN + FPN with a PETAH-2 adapter on the real ImageNet-pretrained EfficientNet-Lite0,
+trained on the real animal silhouettes on CPU, seeded and deterministic.
 
     .venv/bin/python tools/main_job.py [--work-dir work_dirs/main_job] [--seed 0] [--cfg-options ...]
+    .venv/bin/python tools/main_job.py --config configs/toy/cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py \\
+        --work-dir work_dirs/main_job_toy     # the EfficientFormer-L1 toy run
+
+The logic lives in :mod:`petah_mm.tools.main_job`, where the tests import it.
 """
-import argparse
-import json
-import time
-from pathlib import Path
-
-import mmcv
-import numpy as np
-from mmdet.apis import inference_detector, init_detector
-from mmdet.visualization import DetLocalVisualizer
-from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
-
-from petah_mm.datasets import make_toy_backbone, make_toy_coco
-from petah_mm.utils.fileio import write_bytes_atomic
-
-CONFIG = 'configs/toy/cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py'
-
-
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--config', default=CONFIG, help='a toy COCO detection config')
-    parser.add_argument('--work-dir', default='work_dirs/main_job', help='checkpoint, metrics and picture go here')
-    parser.add_argument('--data-root', default='data/toy_coco', help='toy COCO set; generated when missing')
-    parser.add_argument('--score-thr', type=float, default=0.3, help='lowest score drawn in the picture')
-    parser.add_argument('--seed', type=int, default=0, help='random seed of the training run')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
-    return parser.parse_args()
-
-
-def load_config(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.merge_from_dict(dict(args.cfg_options or {}))
-    data_root = args.data_root.rstrip('/') + '/'
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = data_root
-    for evaluator in ('val_evaluator', 'test_evaluator'):
-        cfg[evaluator].ann_file = data_root + 'annotations/instances_val2017.json'
-    cfg.work_dir = args.work_dir
-    cfg.randomness = dict(seed=args.seed, deterministic=True)
-    return cfg
-
-
-def train_and_evaluate(cfg: Config) -> tuple:
-    """Train unless the final checkpoint exists, then evaluate it; returns (checkpoint, metrics)."""
-    final = Path(cfg.work_dir) / f'epoch_{cfg.train_cfg.max_epochs}.pth'
-    if final.exists():
-        print(f'[main job] reusing the trained checkpoint {final}')
-        cfg.load_from = str(final)
-        return final, Runner.from_cfg(cfg).test()
-    cfg.resume = True  # picks up the latest checkpoint of an interrupted run, if any
-    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None  # the evaluation below replaces it
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    return final, runner.test()
-
-
-def draw_predictions(cfg: Config, checkpoint: Path, out_file: Path, score_thr: float, count: int = 4) -> None:
-    """Predictions on the first validation images, side by side in one picture."""
-    model = init_detector(cfg, str(checkpoint), device='cpu')
-    visualizer = DetLocalVisualizer.get_instance('petah_main_job')
-    visualizer.dataset_meta = model.dataset_meta
-    image_dir = Path(cfg.test_dataloader.dataset.data_root) / cfg.test_dataloader.dataset.data_prefix.img
-    panels = []
-    for path in sorted(image_dir.glob('*.jpg'))[:count]:
-        image = mmcv.imread(str(path), channel_order='rgb')
-        visualizer.add_datasample(path.name, image, inference_detector(model, str(path)), draw_gt=False,
-                                  pred_score_thr=score_thr, show=False)
-        panels.append(visualizer.get_image())
-    picture = np.concatenate(panels, axis=1)[..., ::-1]
-    mmcv.imwrite(mmcv.imrescale(picture, 2, interpolation='nearest'), str(out_file))  # toy images are small
-
-
-def main():
-    args = parse_args()
-    start = time.time()
-    info = make_toy_coco(args.data_root)
-    print(f'[main job] toy COCO data in {info["root"]} ({info["num_train_images"]} train / '
-          f'{info["num_val_images"]} val images)')
-    cfg = load_config(args)
-    make_toy_backbone(cfg.model.backbone.init_cfg.checkpoint)
-    checkpoint, metrics = train_and_evaluate(cfg)
-    work_dir = Path(cfg.work_dir)
-    write_bytes_atomic(work_dir / 'metrics.json', json.dumps(metrics, indent=2).encode(), force=True)
-    draw_predictions(cfg, checkpoint, work_dir / 'predictions.png', args.score_thr)
-    print(f'[main job] done in {(time.time() - start) / 60:.1f} min')
-    print(f'[main job] bbox mAP {metrics["coco/bbox_mAP"]:.3f}, segm mAP {metrics["coco/segm_mAP"]:.3f} '
-          f'(all metrics: {work_dir / "metrics.json"})')
-    print(f'[main job] checkpoint {checkpoint}, picture {work_dir / "predictions.png"}')
-
+from petah_mm.tools.main_job import main
 
 if __name__ == '__main__':
     main()

@@ -1,4 +1,6 @@
-# Semantic FPN, real EfficientNet-Lite0, animal silhouettes: full fine-tuning of the backbone.
+# Semantic FPN, real EfficientNet-Lite0, animal silhouettes: full fine-tuning of the backbone, at
+# 0.1x the LR of the neck and heads (as the classification configs).
 _base_ = './fpn_tf-efficientnet-lite0-petah2_animal-silhouettes.py'
 
 model = dict(backbone=dict(adapter=dict(method='full')))
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=0.1)}))

@@ -1,24 +1,30 @@
 """Write the model zoo: ``model-index.yml``, one ``metafile.yml`` and one README table per config folder,
 and the short table of families in README.md.
 
-    python tools/misc/make_model_index.py     # rewrites the metafiles and the tables
+    python tools/misc/make_model_index.py                 # rewrites the metafiles and the tables
+    python tools/misc/make_model_index.py --only real     # rebuilds one folder's entries, keeps the others'
 
 Every released config gets an entry with its backbone, method, trainable backbone parameters,
-training data and schedule. No config has trained weights yet, so every entry says so
-(``Weights: null``, ``Results: []``): results are only added with a checkpoint that produced them.
+training data and schedule. A config with a released task package (``release/<config name>-<sha256 prefix>/``,
+written by ``tools/deployment/release_task.py``) gets ``Weights`` (that folder) and ``Results`` (the metrics that
+its ``results.json`` states, measured on the package); every other entry says it has none
+(``Weights: null``, ``Results: []``).
 Each table goes between the model-zoo markers of its file (``configs/<folder>/README.md``, README.md),
 as in mmdet's ``configs/<algorithm>/README.md``; the text around the markers is the folder's own.
 """
 import argparse
+import json
 import re
 from collections import defaultdict
 from pathlib import Path
+from typing import Optional
 
 import yaml
 from mmengine.config import Config
 
 from petah_mm.adapters import PRESETS
 from petah_mm.models import build_backbone_from_config
+from petah_mm.tools.release_task import RESULTS, ZOO_METRICS
 from petah_mm.utils.fileio import write_bytes_atomic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,12 +36,20 @@ FOLDERS = {
                  family='Linear head, six fine-grained datasets'),
     'sparse': dict(collection='Sparse-PETAH (90 % sparse EfficientFormer-L7)', task='various',
                    family='The three above on a 90 %-sparse EF-L7'),
+    # trained on one CPU; the plain ImageNet classifier is the installed weights themselves, not an adaptation
+    'real': dict(collection='PETAH on real ImageNet CNNs', task='various', devices=1,
+                 family='Real ImageNet CNNs (EfficientNet-Lite0, MobileNetV2), animal silhouettes',
+                 plain=('tf-efficientnet-lite0_in1k', )),
 }
+RELEASE = REPO / 'release'
+#: the task of a released package's results, by its metrics (the names of petah_mm.tools.release_task.ZOO_METRICS)
+RESULT_TASKS = {'box AP': 'Object Detection', 'mask AP': 'Instance Segmentation', 'mIoU': 'Semantic Segmentation'}
 PAPER = dict(Title='PETAH: Parameter Efficient Task Adaptation for Hybrid Transformers in a resource-limited '
              'Context (Augustin et al., 2024)')
 ZOO_START, ZOO_END = '<!-- model-zoo: written by tools/misc/make_model_index.py -->', '<!-- /model-zoo -->'
-# {algorithm}_{backbone}-{preset}_{rest}: the backbone is a family and size (ef-l7, swin-t, efv2-s0), maybe sparse
-NAME = re.compile(r'(?:(?P<algo>[a-z0-9-]+?)_)?(?P<backbone>[a-z0-9]+-[a-z0-9]+)(?P<sparse>-sparse90)?-'
+# {algorithm}_{backbone}-{preset}_{rest}: the backbone is a family and size (ef-l7, swin-t, efv2-s0,
+# tf-efficientnet-lite0), maybe sparse
+NAME = re.compile(r'(?:(?P<algo>[a-z0-9-]+?)_)?(?P<backbone>[a-z0-9]+(?:-[a-z0-9]+)+?)(?P<sparse>-sparse90)?-'
                   r'(?P<method>' + '|'.join(sorted(map(re.escape, PRESETS), key=len, reverse=True)) + r')_(?P<rest>.*)')
 
 
@@ -56,6 +70,25 @@ def schedule(cfg: Config) -> dict:
     return {'Epochs': loop.max_epochs}
 
 
+def released_package(path: Path) -> Optional[Path]:
+    """The released package of a config, if any: ``release/<config name>-<8 hex digits>/``."""
+    name = re.compile(re.escape(path.stem) + '-[0-9a-f]{8}')
+    packages = [p for p in RELEASE.glob(f'{path.stem}-*') if name.fullmatch(p.name)]
+    if len(packages) > 1:
+        raise ValueError(f'{path.name}: more than one released package ({", ".join(p.name for p in packages)}); '
+                         'keep the one its model-zoo entry states')
+    return packages[0] if packages else None
+
+
+def results(package: Path) -> list:
+    """The model-index ``Results`` of a package: what its ``results.json`` states it measured."""
+    stated = json.loads((package / RESULTS).read_text())['metrics']
+    metrics = {ZOO_METRICS[name][0]: round(value * ZOO_METRICS[name][1], 1) for name, value in stated.items()
+               if name in ZOO_METRICS}
+    dataset = f'animal silhouettes val ({stated["num_images"]} images)'
+    return [dict(Task=RESULT_TASKS[name], Dataset=dataset, Metrics={name: value}) for name, value in metrics.items()]
+
+
 def entry(path: Path, cache: dict) -> dict:
     cfg = Config.fromfile(path)
     match = NAME.fullmatch(path.stem)
@@ -70,16 +103,24 @@ def entry(path: Path, cache: dict) -> dict:
         'Adaptation': match['method'],
         'Trainable Backbone Parameters': stats['params'],
         'Training Data': dataset.get('type', '?'),
-        'Batch Size': f'8x{cfg.train_dataloader.batch_size}',
+        'Batch Size': f'{FOLDERS[path.parent.name].get("devices", 8)}x{cfg.train_dataloader.batch_size}',
         **schedule(cfg),
         'Trained Weights': 'not released: no checkpoint has been trained with this config yet',
     }
+    package = released_package(path)
+    if package is not None:
+        metadata['Trained Weights'] = ('released: adapter, neck and heads; the backbone is the installed ImageNet '
+                                       'weights of the config. Trained as its results.json and docs/real_data.md '
+                                       'state, which may be a shorter schedule than the one above')
     return {'Name': path.stem, 'In Collection': FOLDERS[path.parent.name]['collection'],
-            'Config': str(path.relative_to(REPO)), 'Metadata': metadata, 'Results': [], 'Weights': None}
+            'Config': str(path.relative_to(REPO)), 'Metadata': metadata,
+            'Results': results(package) if package else [],
+            'Weights': str(package.relative_to(REPO)) if package else None}
 
 
 def released_configs(folder: str):
-    return sorted((REPO / 'configs' / folder).glob('*.py'))
+    plain = FOLDERS[folder].get('plain', ())
+    return sorted(path for path in (REPO / 'configs' / folder).glob('*.py') if path.stem not in plain)
 
 
 def methods_of(matches) -> list:
@@ -133,10 +174,16 @@ def with_table(path: Path, table: str) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.parse_args()
+    parser.add_argument('--only', nargs='+', choices=FOLDERS, metavar='FOLDER',
+                        help='rebuild only these folders\' entries (each config is built, which takes minutes for all '
+                             'of them); the others are read back from their metafile.yml')
+    args = parser.parse_args()
     cache, by_folder, outputs = {}, {}, {}
     for folder, info in FOLDERS.items():
-        entries = [entry(path, cache) for path in released_configs(folder)]
+        if args.only and folder not in args.only:
+            entries = yaml.safe_load((REPO / 'configs' / folder / 'metafile.yml').read_text())['Models']
+        else:
+            entries = [entry(path, cache) for path in released_configs(folder)]
         metafile = dict(Collections=[dict(Name=info['collection'], Metadata={'Task': info['task']}, Paper=PAPER,
                                           Code=dict(URL='petah_mm/adapters/backbone.py'))],
                         Models=entries)

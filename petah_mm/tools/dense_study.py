@@ -1,0 +1,174 @@
+"""Train and evaluate the real dense tasks with a frozen, a PETAH-2 and a fully fine-tuned EfficientNet-Lite0:
+does PETAH adapt the pretrained backbone to detection and segmentation? (docs/real_data.md)
+
+    python tools/analysis_tools/dense_study.py --quick      # the tests' path: tiny data, a few iterations
+    python tools/analysis_tools/dense_study.py              # 64 / 16 images, 2 epochs: ~25 min on 2 busy cores
+    python tools/analysis_tools/dense_study.py --full       # the configs' own schedules on 256 / 64 images
+
+Every run is mmengine's Runner on a configs/real config (Cascade Mask R-CNN + FPN and Semantic FPN on the animal
+silhouettes), with only the data root, the work directory and (except ``--full``) the length of the schedule
+changed. Each run
+trains without validation, then is evaluated once on the validation split (the set has no other; no choice here
+looks at it). The PETAH-2 runs keep their final checkpoint, which ``tools/misc/release_real_tasks.py`` exports.
+Runs append to ``WORK_DIR/runs.jsonl``, so an interrupted study resumes where it stopped.
+
+Output in WORK_DIR: ``dense_study.json`` (every run) and ``dense_study.md`` (bbox / segm mAP, mIoU, trainable
+parameters, training time).
+"""
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from petah_mm.datasets import make_animal_silhouettes
+from petah_mm.utils import write_bytes_atomic
+
+REPO = Path(__file__).resolve().parents[2]
+#: task -> its configs/real config, per method
+TASKS = {
+    'cascade-mask-rcnn': 'configs/real/cascade-mask-rcnn_tf-efficientnet-lite0-{method}_fpn_animal-silhouettes.py',
+    'semantic-fpn': 'configs/real/fpn_tf-efficientnet-lite0-{method}_animal-silhouettes.py',
+}
+METHODS = ('frozen', 'petah2', 'full')
+#: the method whose checkpoints are kept (the model zoo's released tasks)
+KEPT = 'petah2'
+#: the metrics of each task in the table, as the libraries' evaluators name them
+METRICS = {'cascade-mask-rcnn': ('coco/bbox_mAP', 'coco/segm_mAP'), 'semantic-fpn': ('mIoU', )}
+
+
+@dataclass(frozen=True)
+class Profile:
+    num_train: int
+    num_val: int
+    #: per task, the config settings (``train_cfg`` and ``param_scheduler``) that replace the config's schedule
+    #: (None: the config's own)
+    schedules: Optional[Dict[str, dict]] = None
+    methods: Tuple[str, ...] = METHODS
+
+
+PROFILES = {
+    'quick': Profile(num_train=4, num_val=2, methods=(KEPT, ), schedules={
+        'cascade-mask-rcnn': dict(train_cfg=dict(max_epochs=1), param_scheduler=[]),
+        'semantic-fpn': dict(train_cfg=dict(max_iters=2), param_scheduler=[])}),
+    # 2 epochs of 64 images (32 iterations of 4) for both tasks; the detector keeps its warm-up and cosine decay
+    # over 2 epochs, the segmentor's poly decay is fitted to the 32 iterations
+    'default': Profile(num_train=64, num_val=16, schedules={
+        'cascade-mask-rcnn': dict(train_cfg=dict(max_epochs=2)),
+        'semantic-fpn': dict(train_cfg=dict(max_iters=32), param_scheduler=[
+            dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=32, by_epoch=False)])}),
+    # the silhouette set's default size and the configs' schedules: what tools/main_job.py trains
+    'full': Profile(num_train=256, num_val=64),
+}
+
+
+def config_path(task: str, method: str) -> Path:
+    return REPO / TASKS[task].format(method=method)
+
+
+def run_config(task: str, method: str, profile: Profile, data_root: Path, work_dir: Path) -> Config:
+    """The configs/real config of this task and method, on ``data_root``, without validation while training."""
+    cfg = Config.fromfile(str(config_path(task, method)))
+    root = str(data_root).rstrip('/') + '/'
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = root
+    for evaluator in ('val_evaluator', 'test_evaluator'):
+        if 'ann_file' in cfg[evaluator]:
+            cfg[evaluator].ann_file = root + 'annotations/instances_val2017.json'
+    if profile.schedules:
+        schedule = profile.schedules[task]
+        cfg.train_cfg.update(schedule['train_cfg'])
+        if 'param_scheduler' in schedule:
+            cfg.param_scheduler = schedule['param_scheduler']
+    length = cfg.train_cfg.get('max_epochs', cfg.train_cfg.get('max_iters'))
+    cfg.train_cfg.val_interval = length + 1  # each run is evaluated once, below
+    if method == KEPT:
+        cfg.default_hooks.checkpoint.update(interval=length, max_keep_ckpts=1, save_last=True)
+    else:
+        cfg.default_hooks.checkpoint = None  # nothing of these runs is kept but their metrics
+    cfg.default_hooks.pop('visualization', None)
+    cfg.work_dir = str(work_dir)
+    cfg.experiment_name = work_dir.name
+    return cfg
+
+
+def train_and_evaluate(cfg: Config, task: str) -> dict:
+    """Train through the Runner, evaluate on the validation split; metrics, trainable parameters, minutes."""
+    runner = Runner.from_cfg(cfg)
+    start = time.perf_counter()
+    runner.train()
+    train_min = (time.perf_counter() - start) / 60
+    metrics = runner.test()
+    model = runner.model
+    result = dict(backbone_params=sum(model.backbone.trainable_by_group().values()),
+                  trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                  train_min=round(train_min, 2), test_min=round((time.perf_counter() - start) / 60 - train_min, 2),
+                  metrics={name: float(metrics[name]) for name in METRICS[task]})
+    checkpoint = Path(cfg.work_dir) / 'last_checkpoint'
+    if cfg.default_hooks.checkpoint is not None and checkpoint.exists():
+        result['checkpoint'] = checkpoint.read_text().strip()
+    return result
+
+
+def run_study(profile: Profile, work_dir: Path) -> dict:
+    data_root = work_dir / 'data' / 'animal_silhouettes'
+    make_animal_silhouettes(data_root, num_train=profile.num_train, num_val=profile.num_val)
+    log = work_dir / 'runs.jsonl'
+    done = {}
+    if log.exists():
+        done = {record['name']: record for record in map(json.loads, log.read_text().splitlines())}
+    for task in TASKS:
+        for method in profile.methods:
+            name = f'{task}_{method}'
+            if name in done:
+                continue
+            cfg = run_config(task, method, profile, data_root, work_dir / 'runs' / name)
+            done[name] = dict(name=name, task=task, method=method, config=str(config_path(task, method).relative_to(
+                REPO)), **train_and_evaluate(cfg, task))
+            write_bytes_atomic(log, ''.join(json.dumps(r) + '\n' for r in done.values()).encode(), force=True)
+    return dict(profile=asdict(profile), runs=list(done.values()))
+
+
+def markdown(runs: List[dict]) -> str:
+    lines = ['| task | method | bbox mAP | segm mAP | mIoU (%) | trainable backbone params | trainable params '
+             '(with neck and heads) | train (min) |', '|---|---|---|---|---|---|---|---|']
+    for run in runs:
+        metrics = run['metrics']
+        cells = [f'{metrics[name]:.3f}' if name in metrics else '–' for name in METRICS['cascade-mask-rcnn']]
+        cells.append(f'{metrics["mIoU"]:.1f}' if 'mIoU' in metrics else '–')
+        lines.append(f'| {run["task"]} | {run["method"]} | {" | ".join(cells)} | {run["backbone_params"]:,} | '
+                     f'{run["trainable_params"]:,} | {run["train_min"]:.1f} |')
+    return '\n'.join(lines) + '\n'
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument('--quick', action='store_true', help='the tests\' path: tiny data, a few iterations')
+    size.add_argument('--full', action='store_true', help='the configs\' own schedules on 256 / 64 images')
+    parser.add_argument('--work-dir', default='work_dirs/dense_study', help='data, runs and results')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    profile = PROFILES['quick' if args.quick else 'full' if args.full else 'default']
+    work_dir = Path(args.work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = run_study(profile, work_dir)
+    results['wall_min'] = round((time.perf_counter() - start) / 60, 1)
+    write_bytes_atomic(work_dir / 'dense_study.json', json.dumps(results, indent=2).encode(), force=True)
+    table = markdown(results['runs'])
+    write_bytes_atomic(work_dir / 'dense_study.md', table.encode(), force=True)
+    print(table)
+    return results
+
+
+if __name__ == '__main__':
+    main()
