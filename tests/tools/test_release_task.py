@@ -16,8 +16,7 @@ PACKAGES = sorted(p for p in (REPO / 'release').glob('*-*') if p.is_dir())
 
 def test_there_are_released_packages():
     names = {p.name.rsplit('-', 1)[0] for p in PACKAGES}
-    assert names == {'cascade-mask-rcnn_tf-efficientnet-lite0-petah2_fpn_animal-silhouettes',
-                     'fpn_tf-efficientnet-lite0-petah2_animal-silhouettes'}, names
+    assert names == {'fpn_tf-efficientnet-lite0-petah2_animal-silhouettes'}, names
 
 
 @pytest.mark.parametrize('package', PACKAGES, ids=lambda p: p.name)
