@@ -15,7 +15,6 @@ Runs append to ``WORK_DIR/runs.jsonl``, so an interrupted study resumes where it
 Output in WORK_DIR: ``dense_study.json`` (every run) and ``dense_study.md`` (bbox / segm mAP, mIoU, trainable
 parameters, training time).
 """
-import argparse
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from petah_mm.datasets import make_animal_silhouettes
+from petah_mm.tools.study_cli import parse_study_args, study_setup
 from petah_mm.utils import write_bytes_atomic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,21 +145,10 @@ def markdown(runs: List[dict]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument('--quick', action='store_true', help='the tests\' path: tiny data, a few iterations')
-    size.add_argument('--full', action='store_true', help='the configs\' own schedules on 256 / 64 images')
-    parser.add_argument('--work-dir', default='work_dirs/dense_study', help='data, runs and results')
-    return parser.parse_args(argv)
-
-
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    profile = PROFILES['quick' if args.quick else 'full' if args.full else 'default']
-    work_dir = Path(args.work_dir).resolve()
-    work_dir.mkdir(parents=True, exist_ok=True)
+    args = parse_study_args(__doc__, "the tests' path: tiny data, a few iterations",
+                            "the configs' own schedules on 256 / 64 images", 'work_dirs/dense_study', argv)
+    profile, work_dir = study_setup(args, PROFILES)
     start = time.perf_counter()
     results = run_study(profile, work_dir)
     results['wall_min'] = round((time.perf_counter() - start) / 60, 1)

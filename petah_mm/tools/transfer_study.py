@@ -16,7 +16,6 @@ Output in WORK_DIR: ``transfer_study.json`` (every run and the summary), ``trans
 test top-1, trainable backbone parameters, seconds per training epoch) and ``transfer_study.png`` (accuracy
 against trainable parameters, log x, as the paper's figures; linear probing, which trains none, as a line).
 """
-import argparse
 import copy
 import itertools
 import json
@@ -32,6 +31,7 @@ from mmengine.runner import Runner
 from petah_mm.adapters import preset
 from petah_mm.datasets import make_animal_classification, make_digit_classification
 from petah_mm.models import without_pretrained
+from petah_mm.tools.study_cli import parse_study_args, study_setup
 from petah_mm.utils import atomic_write, write_bytes_atomic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -185,21 +185,10 @@ def plot(summary: List[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument('--quick', action='store_true', help='the tests\' path: two methods, tiny data, 2 epochs')
-    size.add_argument('--full', action='store_true', help='both backbones, more data and epochs')
-    parser.add_argument('--work-dir', default='work_dirs/transfer_study', help='data, runs and results')
-    return parser.parse_args(argv)
-
-
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    profile = PROFILES['quick' if args.quick else 'full' if args.full else 'default']
-    work_dir = Path(args.work_dir).resolve()
-    work_dir.mkdir(parents=True, exist_ok=True)
+    args = parse_study_args(__doc__, "the tests' path: two methods, tiny data, 2 epochs",
+                            'both backbones, more data and epochs', 'work_dirs/transfer_study', argv)
+    profile, work_dir = study_setup(args, PROFILES)
     results = run_study(profile, work_dir)
     write_bytes_atomic(work_dir / 'transfer_study.json', json.dumps(results, indent=2).encode(), force=True)
     table = markdown(results['summary'])
