@@ -26,6 +26,7 @@ from mmengine.dist import barrier, get_dist_info
 from mmengine.runner import CheckpointLoader
 
 from ..compat import safe_torch_load
+from ..utils.fileio import file_sha256
 from .checkpoint_bounds import content_problem, file_problem
 
 #: a published file name ending in the first hex digits of its sha256 (mmdet/mmpretrain model zoos)
@@ -71,8 +72,9 @@ def load_checkpoint_file(filename, map_location=None, pinned_sha256=None):
 
 def pinned_bytes(filename: str, sha256: str) -> bytes:
     data = Path(filename).read_bytes()
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise CheckpointRefusedError(f'refused to load {filename!r}: its sha256 {hashlib.sha256(data).hexdigest()} '
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise CheckpointRefusedError(f'refused to load {filename!r}: its sha256 {digest} '
                                      f'is not the pinned {sha256}; reinstall the package that ships it')
     return data
 
@@ -117,13 +119,10 @@ def cached_download(url: str, model_dir=None) -> str:
 
 
 def check_sha256_prefix(path: str, prefix: str, url: str) -> None:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    if not digest.hexdigest().startswith(prefix):
+    digest = file_sha256(path)
+    if not digest.startswith(prefix):
         raise CheckpointRefusedError(f'refused to load {path!r} (cached from {url}): its sha256 '
-                                     f'{digest.hexdigest()[:len(prefix)]}... does not start with {prefix}, as its '
+                                     f'{digest[:len(prefix)]}... does not start with {prefix}, as its '
                                      'name says; delete the file so that it is downloaded again')
 
 

@@ -16,6 +16,7 @@ temporary file, or one written on another host, is never touched.
 """
 import errno
 import glob
+import hashlib
 import io
 import os
 import re
@@ -192,6 +193,15 @@ def publish_directory(staging: Path, path: Path) -> None:
                                   'choose another directory') from None
         raise
     fsync_directory(path.parent)
+
+
+def file_sha256(path: PathLike) -> str:
+    """The hex sha256 of a file, read in 1 MB blocks (weight files can be large)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def torch_bytes(obj) -> bytes:

@@ -4,10 +4,11 @@ A file is named by its distribution, the pinned version and its path in the whee
 the distribution's RECORD (``importlib.metadata``), so none of the package's code runs. Its sha256 must be
 the pinned one: another version of the package is refused, not silently used.
 """
-import hashlib
 import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
+
+from .fileio import file_sha256
 
 
 class PackageFileError(RuntimeError):
@@ -38,12 +39,9 @@ class PackageFile:
         if not path.is_file():
             raise PackageFileError(f'{self.distribution} {dist.version} holds no {self.path}; install the pinned '
                                    f'version: {self.pip_install}')
-        digest = hashlib.sha256()
-        with open(path, 'rb') as f:
-            for chunk in iter(lambda: f.read(1 << 20), b''):
-                digest.update(chunk)
-        if digest.hexdigest() != self.sha256:
-            raise PackageFileError(f'refused {path}: its sha256 {digest.hexdigest()} is not the pinned {self.sha256} '
+        digest = file_sha256(path)
+        if digest != self.sha256:
+            raise PackageFileError(f'refused {path}: its sha256 {digest} is not the pinned {self.sha256} '
                                    f'of {self.distribution}=={self.version} (installed: {dist.version}); '
                                    f'{self.pip_install} --force-reinstall')
         return path
