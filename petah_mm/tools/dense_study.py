@@ -2,14 +2,14 @@
 does PETAH adapt the pretrained backbone to detection and segmentation? (docs/real_data.md)
 
     python tools/analysis_tools/dense_study.py --quick      # the tests' path: tiny data, a few iterations
-    python tools/analysis_tools/dense_study.py              # 64 / 16 images, 2 epochs: ~25 min on 2 busy cores
-    python tools/analysis_tools/dense_study.py --full       # the configs' own schedules on 256 / 64 images
+    python tools/analysis_tools/dense_study.py              # the configs' own schedules on 256 / 64 images
+    python tools/analysis_tools/dense_study.py --full       # 1,024 / 256 images, 4x the iterations
 
 Every run is mmengine's Runner on a configs/real config (Cascade Mask R-CNN + FPN and Semantic FPN on the animal
-silhouettes), with only the data root, the work directory and (except ``--full``) the length of the schedule
-changed. Each run
-trains without validation, then is evaluated once on the validation split (the set has no other; no choice here
-looks at it). The PETAH-2 runs keep their final checkpoint, which ``tools/misc/release_real_tasks.py`` exports.
+silhouettes), with only the data root, the work directory and (``--quick``, ``--full``) the length of the
+schedule changed. Each run trains without validation, then is evaluated once on the validation split (the set
+has no other; no choice here looks at it). The PETAH-2 runs keep their final checkpoint, which
+``tools/deployment/release_task.py`` releases.
 Runs append to ``WORK_DIR/runs.jsonl``, so an interrupted study resumes where it stopped.
 
 Output in WORK_DIR: ``dense_study.json`` (every run) and ``dense_study.md`` (bbox / segm mAP, mIoU, trainable
@@ -55,14 +55,14 @@ PROFILES = {
     'quick': Profile(num_train=4, num_val=2, methods=(KEPT, ), schedules={
         'cascade-mask-rcnn': dict(train_cfg=dict(max_epochs=1), param_scheduler=[]),
         'semantic-fpn': dict(train_cfg=dict(max_iters=2), param_scheduler=[])}),
-    # 2 epochs of 64 images (32 iterations of 4) for both tasks; the detector keeps its warm-up and cosine decay
-    # over 2 epochs, the segmentor's poly decay is fitted to the 32 iterations
-    'default': Profile(num_train=64, num_val=16, schedules={
-        'cascade-mask-rcnn': dict(train_cfg=dict(max_epochs=2)),
-        'semantic-fpn': dict(train_cfg=dict(max_iters=32), param_scheduler=[
-            dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=32, by_epoch=False)])}),
-    # the silhouette set's default size and the configs' schedules: what tools/main_job.py trains
-    'full': Profile(num_train=256, num_val=64),
+    # the silhouette set's default size and the configs' own schedules (Cascade: 12 epochs, what tools/main_job.py
+    # trains; Semantic FPN: 1,600 iterations of 4)
+    'default': Profile(num_train=256, num_val=64),
+    # 4x the images: the detector's 12 epochs become 4x the iterations, the segmentor's are scaled to match
+    'full': Profile(num_train=1024, num_val=256, schedules={
+        'cascade-mask-rcnn': dict(train_cfg=dict(max_epochs=12)),
+        'semantic-fpn': dict(train_cfg=dict(max_iters=6400), param_scheduler=[
+            dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=6400, by_epoch=False)])}),
 }
 
 
@@ -74,18 +74,17 @@ def run_config(task: str, method: str, profile: Profile, data_root: Path, work_d
     """The configs/real config of this task and method, on ``data_root``, without validation while training."""
     cfg = Config.fromfile(str(config_path(task, method)))
     root = str(data_root).rstrip('/') + '/'
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+    for loader in ('train_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = root
-    for evaluator in ('val_evaluator', 'test_evaluator'):
-        if 'ann_file' in cfg[evaluator]:
-            cfg[evaluator].ann_file = root + 'annotations/instances_val2017.json'
+    if 'ann_file' in cfg.test_evaluator:
+        cfg.test_evaluator.ann_file = root + 'annotations/instances_val2017.json'
     if profile.schedules:
         schedule = profile.schedules[task]
         cfg.train_cfg.update(schedule['train_cfg'])
         if 'param_scheduler' in schedule:
             cfg.param_scheduler = schedule['param_scheduler']
     length = cfg.train_cfg.get('max_epochs', cfg.train_cfg.get('max_iters'))
-    cfg.train_cfg.val_interval = length + 1  # each run is evaluated once, below
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None  # each run is evaluated once, by the test below
     if method == KEPT:
         cfg.default_hooks.checkpoint.update(interval=length, max_keep_ckpts=1, save_last=True)
     else:
@@ -147,7 +146,7 @@ def markdown(runs: List[dict]) -> str:
 
 def main(argv=None) -> dict:
     args = parse_study_args(__doc__, "the tests' path: tiny data, a few iterations",
-                            "the configs' own schedules on 256 / 64 images", 'work_dirs/dense_study', argv)
+                            "1,024 / 256 images, 4x the iterations", 'work_dirs/dense_study', argv)
     profile, work_dir = study_setup(args, PROFILES)
     start = time.perf_counter()
     results = run_study(profile, work_dir)

@@ -1,20 +1,20 @@
 """The main job: train Cascade Mask R-CNN + FPN with a PETAH-2 adapter on CPU, on data it generates.
 
-By default it is the EfficientFormer-L1 toy run (a seeded random backbone on toy shapes: measured in the
-README). ``--config`` with the real config trains the same detector on the real ImageNet-pretrained
-EfficientNet-Lite0 (the installed weights, docs/real_data.md) and the real animal silhouettes; it stays one
-flag away, not the default, until a run of it is shown to learn within the main job's 10 minutes on 2 cores.
+By default it adapts the real ImageNet-pretrained EfficientNet-Lite0 (the installed weights, docs/real_data.md) to
+the real animal silhouettes: PETAH's setting, a pretrained backbone, and the only pretrained weights reachable
+here. ``--config`` with the toy config trains the same detector on a seeded random EfficientFormer-L1 and toy
+shapes (the pipeline check this job ran before real weights were available).
 
-It generates the config's dataset if missing (the toy COCO set and its seeded random EfficientFormer-L1
-backbone, or the animal silhouettes), trains (resuming if interrupted, skipping if the final checkpoint
-exists), evaluates COCO bbox and segm mAP, and writes a picture of the predictions.
+It generates the config's dataset if missing (the animal silhouettes, or the toy COCO set and its seeded random
+EfficientFormer-L1 backbone), trains (resuming if interrupted, skipping if the final checkpoint exists),
+evaluates COCO bbox and segm mAP, and writes a picture of the predictions.
 Everything lands in --work-dir: the checkpoint, ``metrics.json`` and ``predictions.png``.
 Training is seeded and uses deterministic algorithms only, so a second run on the same machine
 gives the same metrics.
 
     .venv/bin/python tools/main_job.py [--work-dir work_dirs/main_job] [--seed 0] [--cfg-options ...]
-    .venv/bin/python tools/main_job.py --work-dir work_dirs/main_job_real \
-        --config configs/real/cascade-mask-rcnn_tf-efficientnet-lite0-petah2_fpn_animal-silhouettes.py
+    .venv/bin/python tools/main_job.py --work-dir work_dirs/main_job_toy \
+        --config configs/toy/cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py
 """
 import argparse
 import json
@@ -31,8 +31,8 @@ from mmengine.runner import Runner
 from petah_mm.datasets import make_animal_silhouettes, make_toy_backbone, make_toy_coco
 from petah_mm.utils.fileio import write_bytes_atomic
 
-CONFIG = 'configs/toy/cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py'
-REAL_CONFIG = 'configs/real/cascade-mask-rcnn_tf-efficientnet-lite0-petah2_fpn_animal-silhouettes.py'
+CONFIG = 'configs/real/cascade-mask-rcnn_tf-efficientnet-lite0-petah2_fpn_animal-silhouettes.py'
+TOY_CONFIG = 'configs/toy/cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py'
 #: the generator of each dataset a main-job config may train on, by the name of the config's data root
 DATASETS = {'animal_silhouettes': make_animal_silhouettes, 'toy_coco': make_toy_coco}
 
@@ -40,7 +40,7 @@ DATASETS = {'animal_silhouettes': make_animal_silhouettes, 'toy_coco': make_toy_
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--config', default=CONFIG, help='a COCO instance segmentation config on one of the '
-                        f'generated sets ({", ".join(DATASETS)})')
+                        f'generated sets ({", ".join(DATASETS)}); the EfficientFormer-L1 toy run: {TOY_CONFIG}')
     parser.add_argument('--work-dir', default='work_dirs/main_job', help='checkpoint, metrics and picture go here')
     parser.add_argument('--data-root', help='where the config\'s dataset is (generated when missing); default: '
                         'the config\'s data root')
@@ -101,7 +101,7 @@ def draw_predictions(cfg: Config, checkpoint: Path, out_file: Path, score_thr: f
                                   pred_score_thr=score_thr, show=False)
         panels.append(visualizer.get_image())
     picture = np.concatenate(panels, axis=1)[..., ::-1]
-    mmcv.imwrite(mmcv.imrescale(picture, 2, interpolation='nearest'), str(out_file))  # toy images are small
+    mmcv.imwrite(mmcv.imrescale(picture, 2, interpolation='nearest'), str(out_file))  # the generated images are small
 
 
 def make_inputs(cfg: Config, generator) -> dict:

@@ -8,8 +8,8 @@ The first form exports the package with :func:`petah_mm.deploy.export_task_packa
 ``tools/deployment/export_task.py`` writes), refuses it unless the checkpoint's frozen backbone is exactly the
 config's installed pretrained weights, names it ``OUT_ROOT/<config name>-<first 8 hex digits of its digest>/``
 (the digest: the sha256 of its ``SHA256SUMS``, which lists the sha256 of every package file), loads it back with
-the installed weights and evaluates it through mmengine's Runner on the validation split of DATA_ROOT and on the
-first ``--check-images`` validation images (the tests reproduce that number), and writes ``results.json`` in it.
+the installed weights, evaluates it through mmengine's Runner on the validation split of DATA_ROOT (the tests
+regenerate that split and reproduce the number), and writes ``results.json`` in it.
 The second form writes the shared backbone file that ``tools/deployment/multitask_demo.py --backbone`` takes, from
 the installed weights.
 """
@@ -26,7 +26,6 @@ from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import Runner
 from torch import nn
 
-from petah_mm.datasets import make_animal_silhouettes
 from petah_mm.deploy import build_trained_model, export_shared_backbone, export_task_package, load_task_package
 from petah_mm.utils import write_bytes_atomic
 
@@ -88,7 +87,7 @@ def evaluate(package: PathLike, shared: Dict, data_root: PathLike, work_dir: Pat
 
 
 def release(config: PathLike, checkpoint: PathLike, out_root: PathLike, data_root: PathLike,
-            check_images: int = 4, work_dir: Optional[PathLike] = None) -> Path:
+            work_dir: Optional[PathLike] = None) -> Path:
     cfg, model, trained = build_trained_model(str(config), str(checkpoint))
     backbone = installed_backbone(config)
     if model.backbone.frozen_fingerprint() != backbone.frozen_fingerprint():
@@ -107,13 +106,10 @@ def release(config: PathLike, checkpoint: PathLike, out_root: PathLike, data_roo
     staging.parent.rmdir()
     shared = backbone.shared_state_dict()
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix='petah-release-'))
-    check_root = work_dir / 'check_data'
-    make_animal_silhouettes(check_root, num_train=1, num_val=check_images)  # the set's first validation images
     results = dict(config=str(config), checkpoint_sha256=hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(),
                    backbone_fingerprint=backbone.frozen_fingerprint(), data=dict(generator='make_animal_silhouettes',
                                                                                  data_root=str(data_root)),
-                   metrics=evaluate(final, shared, data_root, work_dir / 'val'),
-                   check=evaluate(final, shared, check_root, work_dir / 'check'))
+                   metrics=evaluate(final, shared, data_root, work_dir / 'val'))
     write_bytes_atomic(final / RESULTS, json.dumps(results, indent=2).encode())
     return final
 
@@ -128,8 +124,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--out-root', default='release', help='the released packages\' folder')
     parser.add_argument('--data-root', default='data/animal_silhouettes',
                         help='the silhouette set the stated metrics are measured on (its validation split)')
-    parser.add_argument('--check-images', type=int, default=4,
-                        help='also state the metrics on this many first validation images (the tests\' check)')
     parser.add_argument('--work-dir', help='evaluation logs (default: a temporary folder)')
     return parser.parse_args(argv)
 
@@ -140,7 +134,7 @@ def main(argv=None) -> Path:
         size = write_installed_backbone(args.config, args.target)
         print(f'{args.target}: the installed backbone weights of {args.config}, {size / 1e6:.1f} MB')
         return Path(args.target)
-    package = release(args.config, args.target, args.out_root, args.data_root, args.check_images, args.work_dir)
+    package = release(args.config, args.target, args.out_root, args.data_root, args.work_dir)
     print(f'released {package}:\n{(package / RESULTS).read_text()}')
     return package
 

@@ -12,11 +12,11 @@ import petah_mm.tools.dense_study as study
 def test_run_config_changes_only_data_work_dir_and_schedule_length(tmp_path, task):
     profile = study.PROFILES['default']
     cfg = study.run_config(task, 'petah2', profile, tmp_path / 'data', tmp_path / 'run')
-    assert {cfg[f'{s}_dataloader'].dataset.data_root for s in ('train', 'val', 'test')} == {f'{tmp_path}/data/'}
+    assert {cfg[f'{s}_dataloader'].dataset.data_root for s in ('train', 'test')} == {f'{tmp_path}/data/'}
     loop = cfg.train_cfg
     length = loop.get('max_epochs', loop.get('max_iters'))
-    assert length == 2 if task == 'cascade-mask-rcnn' else length == 32
-    assert loop.val_interval > length  # evaluated once, after training
+    assert length == 12 if task == 'cascade-mask-rcnn' else length == 1600  # the configs' own schedules
+    assert cfg.val_cfg is None and cfg.val_dataloader is None  # no validation: evaluated once, by the test
     assert cfg.default_hooks.checkpoint.interval == length and cfg.work_dir == str(tmp_path / 'run')
     assert cfg.model.backbone.backbone.init_cfg.checkpoint == 'pypkg://efficientnet-lite0/features'
     assert cfg.randomness == dict(seed=0, deterministic=True)
@@ -24,10 +24,14 @@ def test_run_config_changes_only_data_work_dir_and_schedule_length(tmp_path, tas
     assert frozen.model.backbone.adapter.method == 'frozen' and frozen.default_hooks.checkpoint is None
     if task == 'cascade-mask-rcnn':
         assert cfg.test_evaluator.ann_file == f'{tmp_path}/data/annotations/instances_val2017.json'
+    assert cfg.param_scheduler == study.Config.fromfile(str(study.config_path(task, 'petah2'))).param_scheduler
     full = study.run_config(task, 'full', study.PROFILES['full'], tmp_path, tmp_path / 'run')
-    config_own = study.Config.fromfile(str(study.config_path(task, 'full')))
-    assert full.param_scheduler == config_own.param_scheduler
     assert full.optim_wrapper.paramwise_cfg.custom_keys == {'backbone': dict(lr_mult=0.1)}
+    # --full: 4x the images; the detector keeps its 12 epochs, the segmentor's iterations and decay grow 4x
+    if task == 'cascade-mask-rcnn':
+        assert full.train_cfg.max_epochs == 12 and full.param_scheduler == cfg.param_scheduler
+    else:
+        assert full.train_cfg.max_iters == 6400 == full.param_scheduler[0]['end']
 
 
 def test_markdown_table_has_one_row_per_run():
