@@ -28,6 +28,7 @@ from torch import nn
 
 from petah_mm.deploy import build_trained_model, export_shared_backbone, export_task_package, load_task_package
 from petah_mm.utils import write_bytes_atomic
+from petah_mm.utils.fileio import file_sha256
 
 PathLike = Union[str, Path]
 #: the files whose sha256 name a package (``results.json`` is written after, and is not part of the name)
@@ -52,7 +53,12 @@ def write_installed_backbone(config: PathLike, out_file: PathLike, force: bool =
 
 
 def sums(package: Path) -> str:
-    return ''.join(f'{hashlib.sha256((package / name).read_bytes()).hexdigest()}  {name}\n' for name in PACKAGE_FILES)
+    return ''.join(f'{file_sha256(package / name)}  {name}\n' for name in PACKAGE_FILES)
+
+
+def listing_digest(listed: str) -> str:
+    """The digest that names a package: the sha256 of its ``SHA256SUMS`` text."""
+    return hashlib.sha256(listed.encode()).hexdigest()
 
 
 def verify(package: PathLike) -> str:
@@ -61,7 +67,7 @@ def verify(package: PathLike) -> str:
     listed = (package / SUMS).read_text()
     if sums(package) != listed:
         raise ValueError(f'{package}: its files do not match its {SUMS}; the package was changed after release')
-    digest = hashlib.sha256(listed.encode()).hexdigest()
+    digest = listing_digest(listed)
     if not package.name.endswith('-' + digest[:8]):
         raise ValueError(f'{package}: the name should end in -{digest[:8]}, the sha256 prefix of its {SUMS}')
     return digest
@@ -99,14 +105,14 @@ def release(config: PathLike, checkpoint: PathLike, out_root: PathLike, data_roo
     export_task_package(model, cfg, staging, trained.get('meta', {}).get('dataset_meta'))  # class names
     listed = sums(staging)
     write_bytes_atomic(staging / SUMS, listed.encode())
-    final = out_root / f'{Path(config).stem}-{hashlib.sha256(listed.encode()).hexdigest()[:8]}'
+    final = out_root / f'{Path(config).stem}-{listing_digest(listed)[:8]}'
     if final.exists():
         raise FileExistsError(f'{final} exists: this package is released already')
     os.rename(staging, final)
     staging.parent.rmdir()
     shared = backbone.shared_state_dict()
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix='petah-release-'))
-    results = dict(config=str(config), checkpoint_sha256=hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(),
+    results = dict(config=str(config), checkpoint_sha256=file_sha256(checkpoint),
                    backbone_fingerprint=backbone.frozen_fingerprint(), data=dict(generator='make_animal_silhouettes',
                                                                                  data_root=str(data_root)),
                    metrics=evaluate(final, shared, data_root, work_dir / 'val'))
