@@ -25,13 +25,20 @@ the file if anything changed.
 Below torch 2.6, :func:`safe_torch_load` passes torch's own weights-only allow-list plus these
 globals to a restricted unpickler instead: torch 2.1 (the README's GPU recipe) has no
 ``add_safe_globals``, and 2.4's cannot register a global under another pickled name, which
-``CheckpointHistoryBuffer`` needs. The same files load and the same payloads are refused.
+``CheckpointHistoryBuffer`` needs. The same files load and the same payloads are refused: the
+restricted unpickler maps Python 2 names (``__builtin__.set``, as torch.save's protocol 2 writes
+builtins) as torch's does (:func:`global_name`), and before either runs,
+:mod:`petah_mm.engine.checkpoint_bounds` checks every call of the pickle against what torch.save,
+numpy and mmengine write (``_codecs.encode`` only with ``latin1``). Messages quote values from a
+file through :func:`short_repr` / :func:`short_text`, never whole.
 """
+import _compat_pickle
 import codecs
 import collections
 import copy
 import pickle
 import re
+import reprlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -42,6 +49,36 @@ from mmengine.logging.history_buffer import HistoryBuffer
 DTYPE_NAMES = ('float64', 'float32', 'float16', 'int64', 'int32', 'bool')
 #: what a pickled HistoryBuffer's state may hold (``statistics_methods``: see CheckpointHistoryBuffer)
 HISTORY_BUFFER_STATE = ('max_length', '_log_history', '_count_history', 'statistics_methods')
+
+
+def short_repr(value, limit: int = 200) -> str:
+    """``repr`` of a value read from a file, at most about ``limit`` characters, a few levels and items deep.
+
+    A refusal never echoes a whole payload (a 5 MB name), and a container that shares itself, whose full
+    ``repr`` takes exponential time, costs no more than a small one. Only built-in containers and scalars are
+    walked; anything else is shown by its type name, since its own ``repr`` could be unbounded.
+    """
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxstring, shown.maxother = 3, limit, limit
+    shown.repr_instance = lambda obj, level: scalar_repr(obj, limit)
+    return shown.repr(value)
+
+
+def short_text(text: str, limit: int = 300) -> str:
+    """A message or name read from a file, cut to ``limit`` characters."""
+    return text if len(text) <= limit else f'{text[:limit]}... ({len(text)} characters)'
+
+
+def scalar_repr(obj, limit: int) -> str:
+    """What :func:`short_repr` shows of a value other than a built-in container, str or int."""
+    if obj is None or isinstance(obj, (bool, float, complex)):
+        return repr(obj)
+    if isinstance(obj, (bytes, bytearray)):
+        return repr(obj[:limit]) + ('...' if len(obj) > limit else '')
+    name = getattr(obj, '__qualname__', None)
+    if isinstance(name, str):  # a class or function: its name, not its repr
+        return f'<{getattr(obj, "__module__", "?")}.{name[:limit]}>'
+    return f'<{type(obj).__module__}.{type(obj).__qualname__} object>'
 
 
 class CheckpointHistoryBuffer(HistoryBuffer):
@@ -62,14 +99,16 @@ class CheckpointHistoryBuffer(HistoryBuffer):
 def history_buffer_data(state) -> dict:
     """The instance attributes of a pickled HistoryBuffer, or ``UnpicklingError`` saying what else it holds."""
     if not isinstance(state, dict) or not set(state) <= set(HISTORY_BUFFER_STATE):
-        extra = sorted(map(str, set(state) - set(HISTORY_BUFFER_STATE))) if isinstance(state, dict) else state
-        raise pickle.UnpicklingError(f'a pickled HistoryBuffer holds {extra!r}; only {HISTORY_BUFFER_STATE} are '
-                                     'rebuilt')
+        extra = sorted(short_text(str(key), 100) for key in set(state) - set(HISTORY_BUFFER_STATE)) \
+            if isinstance(state, dict) else state
+        raise pickle.UnpicklingError(f'a pickled HistoryBuffer holds {short_repr(extra)}; only '
+                                     f'{HISTORY_BUFFER_STATE} are rebuilt')
     methods = state.get('statistics_methods', {})
     if not isinstance(methods, dict) or any(HistoryBuffer._statistics_methods.get(name) is not method
                                             for name, method in methods.items()):
-        raise pickle.UnpicklingError(f'a pickled HistoryBuffer sets statistics_methods={methods!r}, which would '
-                                     "replace mmengine's class-wide HistoryBuffer statistics for the whole process")
+        raise pickle.UnpicklingError(f'a pickled HistoryBuffer sets statistics_methods={short_repr(methods)}, which '
+                                     "would replace mmengine's class-wide HistoryBuffer statistics for the whole "
+                                     'process')
     data = {key: state[key] for key in HISTORY_BUFFER_STATE[:3] if key in state}
     arrays = [data.get(key) for key in HISTORY_BUFFER_STATE[1:3]]
     if not all(isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.kind in 'biuf' for a in arrays) or \
@@ -120,12 +159,24 @@ def restricted_pickle_module() -> SimpleNamespace:
     class Unpickler(pickle.Unpickler):
 
         def find_class(self, module, name):
-            if f'{module}.{name}' not in allowed:
-                raise pickle.UnpicklingError(f'Unsupported global: GLOBAL {module}.{name} is not allow-listed')
-            return allowed[f'{module}.{name}']
+            full_name = global_name(module, name)
+            if full_name not in allowed:
+                raise pickle.UnpicklingError(f'Unsupported global: GLOBAL {short_text(full_name, 200)} is not '
+                                             'allow-listed')
+            return allowed[full_name]
 
     return SimpleNamespace(__name__='petah_mm_restricted_pickle', Unpickler=Unpickler,
                            load=lambda file, **kwargs: Unpickler(file, **kwargs).load())
+
+
+def global_name(module: str, name: str) -> str:
+    """``module.name`` of a pickled global, with Python 2's names mapped as torch's weights-only unpickler maps them
+    (``__builtin__.set``: torch.save's protocol 2 writes builtins under their Python 2 names)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    elif module in _compat_pickle.IMPORT_MAPPING:
+        module = _compat_pickle.IMPORT_MAPPING[module]
+    return f'{module}.{name}'
 
 
 def allowed_classes() -> list:

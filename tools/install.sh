@@ -104,5 +104,18 @@ run "${pip[@]}" --no-deps -r "$repo/requirements/mmdeploy.txt"  # why --no-deps:
 run "${pip[@]}" --no-build-isolation --no-deps -e "$repo"
 run "$py" -c "import mmcv.ops, mmdet, mmseg, mmpretrain, petah_mm; print('stack imports fine')"
 
+# --- peft 0.21 for the comparison tests, in its own directory (never .venv: requirements/peft.txt) ----------
+peft_dir="${PETAH_MM_PEFT_DIR:-$cache/peft-0.21}"
+peft_stamp=$(sha256sum "$repo/requirements/peft.txt" | cut -c1-16)
+if [[ "$(cat "$peft_dir/.petah_mm_stamp" 2>/dev/null)" == "$peft_stamp" ]]; then
+    say "peft in $peft_dir is up to date"
+else
+    rm -rf "$peft_dir.tmp"
+    run "${pip[@]}" --no-deps --target "$peft_dir.tmp" -r "$repo/requirements/peft.txt"
+    run "$py" -c "import sys; sys.path.insert(0, '$peft_dir.tmp'); import peft; assert peft.__version__ == '0.21.2'"
+    echo "$peft_stamp" >"$peft_dir.tmp/.petah_mm_stamp"
+    rm -rf "$peft_dir" && mv "$peft_dir.tmp" "$peft_dir"  # a killed install leaves only the .tmp directory
+fi
+
 stamp_of_inputs >"$venv/.petah_mm_stamp"
 say "done: $venv"

@@ -3,7 +3,8 @@ from .dora import DoRA
 from .factorizations import FACTORIZATIONS, Factorization, factorization_class
 from .injector import adapted_layers, inject_adapters, resolve_targets, set_trainable, task_parameter_names
 from .io import AdapterFileError
-from .layers import ADAPTER_KEY, AdaptedConv2d, AdaptedLayerMixin, AdaptedLinear, adapt_layer, is_adapter_key
+from .layers import (ADAPTER_KEY, AdaptedConv2d, AdaptedLayerMixin, AdaptedLinear, AdaptedSamePaddingConv2d,
+                     adapt_layer, is_adapter_key)
 from .loha import LoHa
 from .lokr import LoKr
 from .lora import LoRA
@@ -14,6 +15,7 @@ from .presets import FAMILIES, PRESETS, preset, preset_name
 __all__ = [
     'ADAPTER_KEY', 'AdaptedBackboneMixin', 'FACTORIZATIONS', 'Factorization', 'factorization_class', 'DoRA', 'LoHa',
     'LoKr', 'LoRA', 'adapted_layers', 'inject_adapters', 'is_adapter_key', 'resolve_targets', 'set_trainable',
-    'task_parameter_names', 'AdapterFileError', 'AdaptedConv2d', 'AdaptedLayerMixin', 'AdaptedLinear', 'adapt_layer',
-    'METHODS', 'AdapterPlan', 'build_plan', 'FAMILIES', 'PRESETS', 'preset', 'preset_name'
+    'task_parameter_names', 'AdapterFileError', 'AdaptedConv2d', 'AdaptedLayerMixin', 'AdaptedLinear',
+    'AdaptedSamePaddingConv2d', 'adapt_layer', 'METHODS', 'AdapterPlan', 'build_plan', 'FAMILIES', 'PRESETS', 'preset',
+    'preset_name'
 ]

@@ -28,8 +28,9 @@ from ..utils import NormEvalMixin, convert_frozen_batchnorm
 from .discovery import as_targets, describe_groups, discover_groups, fused_attention
 from .factorizations import factorization_class
 from .injector import Targets, adapted_layers, inject_adapters, set_trainable, task_parameter_names
-from .io import AdapterFileError, check_adapter, check_task_id, fingerprint, read_tensor_file, write_tensor_file
-from .layers import ADAPTER_KEY, is_adapter_key
+from .io import (ADAPTER_LAYOUT, AdapterFileError, check_adapter, check_task_id, file_layout, fingerprint,
+                 read_tensor_file, write_tensor_file)
+from .layers import ADAPTER_KEY, AdaptedLayerMixin, AdaptedSamePaddingConv2d, is_adapter_key
 from .methods import AdapterPlan, build_plan
 
 #: top-level modules of OpenMMLab backbones that normalise each output (mmdet's Swin, mmpretrain's
@@ -211,7 +212,16 @@ class AdaptedBackboneMixin(NormEvalMixin):
             arch=self.arch_name,
             method=self.adapter_plan.method,
             adapters={group: adapter_record(cfg) for group, cfg in self.adapter_plan.adapters.items()},
-            dropout=self.adapter_cfg.get('dropout', 0.))
+            dropout=self.adapter_cfg.get('dropout', 0.),
+            layout=ADAPTER_LAYOUT)
+
+    def unadapted_by_layout(self, layout: int) -> Dict[str, AdaptedLayerMixin]:
+        """The adapted layers that a file of adapter ``layout`` (:data:`.io.ADAPTER_LAYOUT`) holds no tensors
+        for: layout 1 predates the adapted same-padding convolutions, which its models left frozen."""
+        if layout >= 2:
+            return {}
+        return {name: layer for name, layer in adapted_layers(self).items()
+                if isinstance(layer, AdaptedSamePaddingConv2d)}
 
     def save_adapter(self, path: Union[str, Path], force: bool = False, task_id: Optional[str] = None) -> int:
         """Write this task's backbone tensors; returns the file size in bytes. An existing file is
@@ -224,14 +234,29 @@ class AdaptedBackboneMixin(NormEvalMixin):
         """Apply an adapter file (of package ``task_id`` if given), or raise leaving every weight as it was.
 
         Besides the file checks, every merged kernel must be finite in the model's dtype, so a file
-        whose finite factors overflow in their product is refused here, not at the first NaN output."""
+        whose finite factors overflow in their product is refused here, not at the first NaN output.
+        A file of adapter layout 1 (:data:`.io.ADAPTER_LAYOUT`) holds no tensors for the TF "same" padding
+        convolutions, which its model left frozen: they load as the identity, any other missing tensor is refused."""
         tensors, meta = read_tensor_file(path, kind='adapter')
         own = self.task_state_dict()
         check_task_id(path, meta, task_id)
-        check_adapter(path, tensors, meta, self.adapter_metadata(), own, self.frozen_fingerprint())
+        unadapted = self.unadapted_by_layout(file_layout(path, meta))
+        expected = {name: t for name, t in own.items() if name.split(ADAPTER_KEY)[0] not in unadapted}
+        check_adapter(path, tensors, meta, self.adapter_metadata(), expected, self.frozen_fingerprint())
         previous = {name: tensor.clone() for name, tensor in own.items()}
         for name, tensor in tensors.items():
             own[name].copy_(tensor)
+        if unadapted:
+            # the identity's free factors (LoRA's A) from a seeded CPU generator: loading twice gives one state, and
+            # the global one is left alone (layers on a GPU draw from its generator, as building them does)
+            with torch.random.fork_rng(devices=[]):
+                torch.random.default_generator.manual_seed(0)
+                for layer in unadapted.values():
+                    layer.reset_adapter()
+            names = list(unadapted)
+            print_log(f'{path}: adapter layout 1, written before petah_mm adapted TF "same" padding convolutions: '
+                      f'{len(names)} layers ({", ".join(names[:3])}{", ..." if len(names) > 3 else ""}) were frozen '
+                      'in the model it was trained with, so they load as the identity', logger='current')
         try:  # finite factors can still overflow in their product: such a file is refused, in any mode
             for _ in self.merged_kernels():  # one layer's kernel at a time: no second backbone in memory
                 pass

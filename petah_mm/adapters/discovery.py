@@ -9,9 +9,10 @@
   (FastViT's ``conv_scale``) are per-channel scales, whose kernel as a matrix has one column: no
   low-rank delta exists for them, so they are skipped and counted.
 
-Only plain ``nn.Linear`` / ``nn.Conv2d`` (and mmcv's wrappers of them) can be adapted; other
-subclasses (``Conv2dSame``, the ``out_proj`` of ``nn.MultiheadAttention``) are reported as skipped,
-never adapted by surprise.
+Plain ``nn.Linear`` / ``nn.Conv2d``, mmcv's wrappers of them and the TF "same" padding convolutions
+(timm's ``Conv2dSame`` of every ``tf_*`` model, mmcv's ``Conv2dAdaptivePadding``) are adapted: petah_mm
+knows their forward. Any other subclass (the ``out_proj`` of ``nn.MultiheadAttention``, a custom
+convolution) is reported as skipped, never adapted by surprise.
 """
 import re
 from collections import Counter
@@ -20,7 +21,7 @@ from typing import Dict, List, Tuple
 from torch import nn
 
 from .injector import Targets
-from .layers import ADAPTABLE_TYPES
+from .layers import adapted_class
 
 ATTENTION_CLASS = re.compile(r'attention|attn|msa', re.IGNORECASE)
 MLP_CLASS = re.compile(r'mlp|ffn|feedforward', re.IGNORECASE)
@@ -44,9 +45,9 @@ def discover_groups(model: nn.Module) -> Tuple[Dict[str, List[str]], Counter]:
     groups: Dict[str, List[str]] = dict(attn=[], mlp=[], conv=[])
     skipped = Counter()
     for name, module in modules.items():
-        if type(module) not in ADAPTABLE_TYPES:
+        if adapted_class(module) is None:
             if isinstance(module, (nn.Linear, nn.Conv2d)):
-                skipped[f'{type(module).__name__} (not a plain Linear/Conv2d)'] += 1
+                skipped[f'{type(module).__name__} (a subclass whose forward petah_mm does not know)'] += 1
             continue
         if _is_pointwise(module) and any(p.split('.')[0] in PROJECTIONS for p in _under(name, attention)):
             groups['attn'].append(name)

@@ -17,9 +17,13 @@ from ..utils.tensor_file import TensorFileError, read_tensor_file, tensor_digest
 AdapterFileError = TensorFileError
 #: metadata keys that must agree between a file and the model it is loaded into
 CHECKED_KEYS = ('backbone', 'arch', 'method', 'adapters')
+#: which layers a method adapts, as the file's ``layout`` records it. 1 (files without the key): TF "same"
+#: padding convolutions (timm's ``Conv2dSame``, mmcv's ``Conv2dAdaptivePadding``) were left frozen, as
+#: petah_mm could not adapt them; 2: they are adapted like any convolution of their target group
+ADAPTER_LAYOUT = 2
 
-__all__ = ['AdapterFileError', 'check_adapter', 'check_task_id', 'check_tensors', 'fingerprint', 'read_tensor_file',
-           'write_tensor_file']
+__all__ = ['ADAPTER_LAYOUT', 'AdapterFileError', 'check_adapter', 'check_task_id', 'check_tensors', 'file_layout',
+           'fingerprint', 'read_tensor_file', 'write_tensor_file']
 
 
 def fingerprint(tensors: Iterable[Tuple[str, torch.Tensor]]) -> str:
@@ -51,6 +55,16 @@ def differing_settings(found, expected) -> str:
              for group, cfg in expected.items() if isinstance(cfg, dict)
              for key in cfg if (found.get(group) or {}).get(key) != cfg.get(key)]
     return f' ({"; ".join(diffs)})' if diffs else ''
+
+
+def file_layout(path, meta: Dict[str, object]) -> int:
+    """The file's adapter layout (1 when it names none), or :class:`AdapterFileError` for one this petah_mm
+    does not know."""
+    layout = meta.get('layout', 1)
+    if type(layout) is not int or not 1 <= layout <= ADAPTER_LAYOUT:
+        raise AdapterFileError(f'{path}: adapter layout {layout!r} is not one this petah_mm reads (1 to '
+                               f'{ADAPTER_LAYOUT}); the file was written by a newer petah_mm, upgrade it')
+    return layout
 
 
 def check_task_id(path, meta: Dict[str, object], task_id: Optional[str]) -> None:

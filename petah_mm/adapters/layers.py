@@ -17,6 +17,7 @@ from torch import nn
 
 from .autocast import autocast_dtype
 from .factorizations import Factorization, factorization_class
+from .same_padding import same_padding_classes
 
 #: the attribute an adapted layer holds its factorization in, hence the prefix of every adapter state-dict key
 ADAPTER_ATTR = 'adapter'
@@ -188,10 +189,15 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
     def apply_kernel(self, x, kernel, bias=None):
         return self._conv_forward(x, kernel, bias)
 
+    def padded_input(self, x):
+        """``(x, padding)`` such that ``F.conv2d(x, kernel, bias, stride, padding, dilation)`` is
+        :meth:`apply_kernel`: for the low-rank kernels, which take an explicit zero padding."""
+        return x, self.padding
+
     def apply_adapted_kernel(self, x, kernel):
         if self.runs_as_matmul(x):
             return bias_plus_product(self.bias, self.batched(kernel, x), x.flatten(2)).view(self.output_shape(x))
-        return self._conv_forward(x, kernel, self.bias)
+        return self.apply_kernel(x, kernel, self.bias)
 
     def runs_as_matmul(self, x) -> bool:
         """CPU inference runs a 1×1 convolution of an NCHW batch as matrix products: oneDNN's pointwise
@@ -215,17 +221,53 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
         return x.numel() // x.shape[-3] // (self.stride[0] * self.stride[1])
 
 
+class AdaptedSamePaddingConv2d(AdaptedConv2d):
+    """A frozen Conv2d whose forward pads its input for TF "same" padding (timm's ``Conv2dSame``, mmcv's
+    ``Conv2dAdaptivePadding``), with a factorized delta.
+
+    The input is padded by the frozen class's own function (:mod:`.same_padding`), and every kernel runs
+    unpadded on the padded input: W, W + ΔW and LoRA's k×k A, which has the frozen kernel's size and so
+    needs the very same pad. The layer's own ``padding`` is 0, as in the classes it adapts.
+    """
+
+    def __init__(self, base: nn.Conv2d, adapter_cfg: dict):
+        super().__init__(base, adapter_cfg)
+        #: the frozen class's input padding; the state dict holds weight and bias only, as the frozen class's
+        self.pad_input = same_padding_classes()[type(base)]
+
+    def apply_kernel(self, x, kernel, bias=None):
+        x = self.pad_input(x, kernel.shape[-2:], self.stride, self.dilation)
+        return F.conv2d(x, kernel, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def padded_input(self, x):
+        return self.pad_input(x, self.kernel_size, self.stride, self.dilation), self.padding
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, same_padding={self.pad_input.__name__}'
+
+
 #: mmcv's Linear/Conv2d only add empty-batch handling to the plain layers (mmdet's Swin FFN uses them)
-ADAPTABLE_TYPES = {nn.Linear: AdaptedLinear, nn.Conv2d: AdaptedConv2d, MMCVLinear: AdaptedLinear,
-                   MMCVConv2d: AdaptedConv2d}
+PLAIN_TYPES = {nn.Linear: AdaptedLinear, nn.Conv2d: AdaptedConv2d, MMCVLinear: AdaptedLinear,
+               MMCVConv2d: AdaptedConv2d}
+
+
+def adapted_class(layer: nn.Module) -> Optional[type]:
+    """The adapted twin of ``layer``'s exact class, or None where petah_mm does not know its forward: plain
+    layers, and the same-padding convolutions, which only pad the input in theirs (:mod:`.same_padding`)."""
+    if type(layer) in PLAIN_TYPES:
+        return PLAIN_TYPES[type(layer)]
+    return AdaptedSamePaddingConv2d if type(layer) in same_padding_classes() else None
 
 
 def adapt_layer(name: str, layer: nn.Module, adapter_cfg: dict) -> AdaptedLayerMixin:
-    """Wrap one frozen layer; anything but a plain Linear/Conv2d is refused by name."""
-    if type(layer) not in ADAPTABLE_TYPES:
-        raise TypeError(f'cannot adapt module {name!r} of type {type(layer).__name__}: only plain nn.Linear and '
-                        "nn.Conv2d (or mmcv's wrappers of them) are supported; narrow the target patterns")
+    """Wrap one frozen layer; a subclass whose forward petah_mm does not know is refused by name."""
+    cls = adapted_class(layer)
+    if cls is None:
+        raise TypeError(f'cannot adapt module {name!r} of type {type(layer).__name__}: petah_mm adapts plain '
+                        "nn.Linear and nn.Conv2d, mmcv's wrappers of them and the TF 'same' padding convolutions "
+                        "(timm's Conv2dSame, mmcv's Conv2dAdaptivePadding), whose forward it knows; narrow the "
+                        'target patterns')
     try:
-        return ADAPTABLE_TYPES[type(layer)](layer, adapter_cfg)
+        return cls(layer, adapter_cfg)
     except ValueError as e:
         raise ValueError(f'cannot adapt module {name!r}: {e}') from e

@@ -54,7 +54,10 @@ def kernel_linear(layer, x, lora_A, lora_B, scaling):
 
 
 def kernel_conv2d(layer, x, lora_A, lora_B, scaling):
-    return low_rank_conv2d(x, layer.weight, layer.bias, lora_A, lora_B, scaling, layer.stride, layer.padding,
+    """The kernels take the padding as explicit zeros: a same-padding layer pads x first (autograd takes the
+    pad's backward), so that W and A see the same padded input."""
+    x, padding = layer.padded_input(x)
+    return low_rank_conv2d(x, layer.weight, layer.bias, lora_A, lora_B, scaling, layer.stride, padding,
                            layer.dilation)
 
 
@@ -69,8 +72,8 @@ def thin_linear(layer, x, lora_A, lora_B, scaling):
 def thin_conv2d(layer, x, lora_A, lora_B, scaling):
     """op(x, W) + s·B(A(x)) for a Conv2d; as matrix products where the layer runs its kernel so."""
     if x.dim() != 4:  # an unbatched input
-        return layer._conv_forward(x, layer.weight, layer.bias) + F.conv2d(layer._conv_forward(x, lora_A, None),
-                                                                           lora_B * scaling)
+        return layer.apply_kernel(x, layer.weight, layer.bias) + F.conv2d(layer.apply_kernel(x, lora_A),
+                                                                          lora_B * scaling)
     rank = lora_A.shape[0]
     up = lora_B.reshape(1, -1, rank).expand(x.shape[0], -1, -1)
     if layer.runs_as_matmul(x):
@@ -78,8 +81,8 @@ def thin_conv2d(layer, x, lora_A, lora_B, scaling):
         tokens = x.flatten(2)
         low_rank = bias_plus_product(layer.bias, up, batched_left_mul(lora_A.reshape(rank, -1) * scaling, tokens))
         return add_scaled_product_(low_rank, layer.batched(layer.weight, x), tokens, 1.).view(layer.output_shape(x))
-    out = layer._conv_forward(x, layer.weight, layer.bias)
-    hidden = layer._conv_forward(x, lora_A, None).flatten(2)
+    out = layer.apply_kernel(x, layer.weight, layer.bias)
+    hidden = layer.apply_kernel(x, lora_A).flatten(2)
     return add_scaled_product_(out.flatten(2), up, hidden, scaling).view(out.shape)
 
 
@@ -115,7 +118,8 @@ class LoRA(Factorization):
     The factors are stored in their 4-D convolution form for convolutions: A is a k×k kernel
     with r output channels, B a 1×1 kernel back to the output channels, so the unmerged path
     is exactly conv(conv(x, A), B) with the frozen conv's stride, padding, dilation and padding
-    mode. B starts at zero, so the adapted layer equals the frozen one at init.
+    mode (a TF "same" padding conv's input pad included). B starts at zero, so the adapted layer
+    equals the frozen one at init.
     """
 
     forms = ('kernel', 'branch', 'thin', 'fused')

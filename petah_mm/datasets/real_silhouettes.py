@@ -11,7 +11,9 @@ one seed, the same scenes as
 
 Each split draws from its own silhouettes (60 % train, 20 % val, 20 % test of every class), so validation
 and test measure shapes the model has not seen. :func:`make_animal_classification` writes the same kind of
-scene with one animal each, as ImageNet-style folders (train / val / test) for mmpretrain. Every input file is checked
+scene with one animal each, as ImageNet-style folders (train / val / test) for mmpretrain;
+:func:`make_animal_plain_classification` writes the silhouettes alone (white on black, upscaled), the same folders:
+the regime where pretrained features should carry most of the way. Every input file is checked
 against its pinned sha256, and the pickled arrays are read by an unpickler that accepts numpy arrays and
 nothing else. Seeded: one RNG per image, so equal arguments give byte-identical files.
 """
@@ -227,4 +229,34 @@ def make_animal_classification(root, num_train_per_class: int = 100, num_val_per
     args = dict(num_train_per_class=num_train_per_class, num_val_per_class=num_val_per_class,
                 num_test_per_class=num_test_per_class, image_size=image_size, seed=seed)
     return _build(root, 'animal_classification', dict(_validated(args), generator=GENERATOR), _write_classification,
+                  layout=CLS_LAYOUT)
+
+
+def _write_plain(out: Path, num_train_per_class: int, num_val_per_class: int, num_test_per_class: int,
+                 image_size: Tuple[int, int], seed: int, generator: str) -> Dict[str, int]:
+    images, _ = load_animal_mnist()
+    counts = dict(zip(_CLS_SPLITS, (num_train_per_class, num_val_per_class, num_test_per_class)))
+    for split_id, (split, count) in enumerate(counts.items()):
+        for label, (name, pool) in enumerate(zip(ANIMAL_CLASSES, silhouette_pool(split))):
+            if count > len(pool):
+                raise ValueError(f'{split}: {count} {name} silhouettes asked for, its split holds {len(pool)}; '
+                                 f'ask for at most {len(pool)} per class')
+            # distinct drawings per split and class, drawn once for the seed (no drawing twice in one split)
+            chosen = np.random.default_rng((seed, split_id, label)).choice(pool, count, replace=False)
+            for index, drawing in enumerate(chosen, start=1):
+                gray = Image.fromarray(images[drawing]).resize(image_size, Image.Resampling.BILINEAR)
+                _save(gray.convert('RGB'), out / CLS_LAYOUT[f'{split}_dir'] / name / f'{name}_{index:05d}.png')
+    (out / CLS_LAYOUT['classes_file']).write_text(''.join(f'{name}\n' for name in ANIMAL_CLASSES))
+    return {f'num_{split}_images': len(ANIMAL_CLASSES) * count for split, count in counts.items()}
+
+
+def make_animal_plain_classification(root, num_train_per_class: int = 100, num_val_per_class: int = 30,
+                                     num_test_per_class: int = 50, image_size: Tuple[int, int] = (64, 64),
+                                     seed: int = 0) -> dict:
+    """``animal-plain``: the animal-mnist silhouettes alone, white on black, upscaled bilinearly from 28 px to
+    ``image_size`` and stored as lossless PNG, in the folders of :func:`make_animal_classification` (the same
+    classes, and the same disjoint drawings per split). No clutter: ImageNet features should carry far here."""
+    args = dict(num_train_per_class=num_train_per_class, num_val_per_class=num_val_per_class,
+                num_test_per_class=num_test_per_class, image_size=image_size, seed=seed)
+    return _build(root, 'animal_plain_classification', dict(_validated(args), generator=GENERATOR), _write_plain,
                   layout=CLS_LAYOUT)

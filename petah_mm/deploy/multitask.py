@@ -8,8 +8,10 @@ one unmerge and one merge, inference costs what the plain backbone costs).
 
 A switch is all or nothing: if the new task's adapters cannot be merged, the previous task is
 merged again and stays active (:meth:`MultiTaskModel.select`), so the other tasks predict exactly
-what they predicted before. A package whose merged kernels would not be finite is refused when it
-is loaded, in both modes.
+what they predicted before. A package whose merged kernels would not be finite, or whose outputs on a
+probe image are not (:func:`petah_mm.deploy.packages.probe_task`), is refused when it is loaded, in
+both modes; a prediction that holds NaN or Inf raises :class:`NonFiniteOutputError` instead of
+serving it.
 
 Calls are serialised: :meth:`MultiTaskModel.predict` holds one lock for the switch and the
 inference, because the tasks share the very kernel tensors (a merge for one task changes them
@@ -29,7 +31,7 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 from ..adapters.io import read_tensor_file
-from .packages import load_task_package
+from .packages import check_finite, load_task_package
 from .pipeline import ImagePipeline
 
 PathLike = Union[str, Path]
@@ -102,8 +104,11 @@ class MultiTaskModel:
 def predict(model: nn.Module, image_path: PathLike, pipeline: Optional[ImagePipeline] = None):
     """One image through the task's own test pipeline (annotations dropped); returns its data sample.
 
-    An image that a resize step of the pipeline would shrink to nothing is refused, naming the step."""
+    An image that a resize step of the pipeline would shrink to nothing or grow without bound is refused,
+    naming the step; a prediction holding NaN or Inf raises :class:`NonFiniteOutputError`."""
     with SCOPE_LOCK, DefaultScope.overwrite_default_scope(model.cfg.default_scope):
         pipeline = ImagePipeline(model.cfg) if pipeline is None else pipeline
         batch = pseudo_collate([pipeline(image_path)])
-        return model.test_step(batch)[0]
+        sample = model.test_step(batch)[0]
+    check_finite(sample, model)
+    return sample

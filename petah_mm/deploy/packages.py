@@ -5,51 +5,58 @@ A package is a directory with three files:
 * ``adapter.safetensors``: the backbone's task tensors (adapter factors, or the weights the
   method trains), checked against the shared weights' fingerprint when loaded;
 * ``task.safetensors``: everything else the task owns (neck, heads, the backbone's output
-  norms);
-* ``config.json``: the task's config as JSON data, whose backbone loads no weights itself (no
-  ``init_cfg``, no ``pretrained`` download: :func:`petah_mm.models.without_pretrained`).
+  norms), and the dataset meta (class names);
+* ``config.json``: what serving the task needs, as JSON data (:func:`package_config`): the library
+  (``default_scope``), the model without its training settings and without any source of weights,
+  and the test pipeline.
 
 The shared backbone is one ``backbone.safetensors`` for all tasks. A package is pure data:
-nothing is unpickled, and the config is parsed with ``json``, never executed like a ``.py``
-config. Before mmengine sees the config, every name in it that mmengine would import or resolve
-(``type``, ``_scope_``, ``default_scope``, ``custom_imports``, ``_base_``, ``scope::`` strings) must be
-a registered module or a library's scope (:func:`check_config_names`); mmengine would otherwise
-import any dotted path, e.g. ``os.system``, or ``<scope>.registry``. Each file records the package's
-random task id, so a file copied in from another package is refused.
+nothing is unpickled, and the config is parsed with a bounded JSON reader, never executed like a
+``.py`` config, and read against an allow-list of types, arguments and values
+(:mod:`petah_mm.deploy.package_schema`) before anything is built. Each file records the package's
+random task id, so a file copied in from another package is refused. A loaded task must give
+finite outputs on a probe image, with its adapters unmerged and merged (:func:`probe_task`).
 """
+import copy
 import json
 import math
+import re
 import shutil
-import tempfile
 import uuid
-from importlib import import_module
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
-import mmengine.registry
+import numpy as np
 import torch
 from mmengine.config import Config
-from mmengine.config.config import RESERVED_KEYS as CONFIG_RESERVED_KEYS
-from mmengine.registry import MODELS, DefaultScope, Registry
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import load_checkpoint
+from mmengine.structures import BaseDataElement
 from torch import nn
 
 from ..adapters.io import (AdapterFileError, check_task_id, check_tensors, fingerprint, read_tensor_file,
                            write_tensor_file)
 from ..models import without_pretrained
 from ..utils import atomic_write
-from ..utils.fileio import default_mode, publish_directory
+from ..utils.fileio import default_mode, publish_directory, staging_directory
 from ..utils.json_data import DataError, parse_json_data
+from .package_schema import SchemaError, check_package_config, quote, shorten
+from .pipeline import ImagePipeline
 
 CONFIG_FILE = 'config.json'
-#: the libraries a task package may come from (its ``default_scope``), and the only scopes (``_scope_``, scope
-#: prefixes) it may name: the only ``<scope>.registry`` modules reading a package imports
-LIBRARY_SCOPES = ('mmengine', 'mmdet', 'mmseg', 'mmpretrain')
-#: the modules a package's ``custom_imports`` may name: petah_mm itself, which is reading it
-TRUSTED_IMPORTS = ('petah_mm', )
-#: ``type`` values the libraries read without a registry: mmdet's ``getattr(mmcv.ops, type)`` RoI layers, and
-#: mmcv's ``batched_nms``, which ``eval``s its type, so only these exact strings are accepted
-NON_REGISTRY_TYPES = ('nms', 'soft_nms', 'RoIAlign', 'RoIPool')
+#: the largest ``config.json`` a package may have, in bytes: petah_mm's own are 2 to 8 KB
+MAX_CONFIG_BYTES = 1 << 20
+#: a task id, as :func:`export_task_package` draws it
+TASK_ID = re.compile(r'[0-9a-f]{32}')
+#: the model's own data preprocessor type when a config leaves it out (mmpretrain's ImageClassifier adds it)
+DEFAULT_PREPROCESSOR = dict(mmpretrain='ClsDataPreprocessor')
+#: head arguments that mmdet's detectors fill in from the model's ``train_cfg`` and ``test_cfg`` when built
+#: (and so write into the config they build from)
+INJECTED_HEAD_ARGS = dict(rpn_head=('train_cfg', 'test_cfg'), roi_head=('train_cfg', 'test_cfg'))
+#: the probe image every loaded task must give finite outputs on (height, width): small, so that its resize steps
+#: scale it up to the size the task tests at
+PROBE_SIZE = (64, 64)
 
 PathLike = Union[str, Path]
 
@@ -79,23 +86,22 @@ def export_task_package(model: nn.Module, cfg: Config, out_dir: PathLike,
     The package is assembled in a temporary sibling directory of this writer's own and renamed
     into place, so an interrupted export never leaves a package that looks complete, and of two
     concurrent exports to one directory exactly one wins (:func:`petah_mm.utils.fileio.publish_directory`).
+    A config the package schema would refuse is refused before anything is written.
     """
+    config = package_config(cfg)
     out_dir = Path(out_dir)
     if out_dir.exists():  # early, before the work; publishing refuses it again
         raise FileExistsError(f'{out_dir} exists; remove it or choose another package directory')
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.{out_dir.name}.'))
+    staging = staging_directory(out_dir)
     task_id = uuid.uuid4().hex
     try:
         sizes = dict(adapter=model.backbone.save_adapter(staging / 'adapter.safetensors', task_id=task_id),
                      task=write_tensor_file(staging / 'task.safetensors', task_state(model),
                                             dict(default_scope=cfg.default_scope, dataset_meta=dataset_meta,
                                                  task_id=task_id), kind='task'))
-        task_cfg = cfg.to_dict()
-        task_cfg['model']['backbone'] = without_pretrained(task_cfg['model']['backbone'])
-        task_cfg['load_from'] = None
         with atomic_write(staging / CONFIG_FILE, 'w') as f:
-            f.write(json.dumps(dict(task_id=task_id, config=to_json_data(task_cfg)), indent=1))
+            f.write(json.dumps(dict(task_id=task_id, config=config), indent=1))
         sizes['config'] = (staging / CONFIG_FILE).stat().st_size
         staging.chmod(default_mode(directory=True))
         publish_directory(staging, out_dir)
@@ -103,6 +109,37 @@ def export_task_package(model: nn.Module, cfg: Config, out_dir: PathLike,
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return sizes
+
+
+def package_config(cfg: Config) -> dict:
+    """What a package's ``config.json`` holds of a training config, as JSON data: the library, the model
+    (its top-level data preprocessor moved in, as the Runner does; without ``train_cfg``; without any source of
+    weights: :func:`petah_mm.models.without_pretrained`) and the test pipeline. Refused, naming the key, if
+    the package schema would refuse it (a module type of your own: :func:`register_package_type`)."""
+    model = copy.deepcopy(cfg.to_dict()['model'])
+    scope = cfg.get('default_scope')
+    preprocessor = model.get('data_preprocessor') or cfg.get('data_preprocessor')
+    if preprocessor is not None:
+        preprocessor = dict(copy.deepcopy(preprocessor))
+        if scope in DEFAULT_PREPROCESSOR:
+            preprocessor.setdefault('type', DEFAULT_PREPROCESSOR[scope])
+        model['data_preprocessor'] = preprocessor
+    model.pop('train_cfg', None)
+    for head, injected in INJECTED_HEAD_ARGS.items():
+        if isinstance(model.get(head), dict):
+            model[head] = {k: v for k, v in model[head].items() if k not in injected}
+    model['backbone'] = without_pretrained(model['backbone'])
+    pipeline = cfg.test_dataloader.dataset.pipeline
+    config = to_json_data(dict(default_scope=scope, model=model,
+                               test_dataloader=dict(dataset=dict(pipeline=copy.deepcopy(list(pipeline))))))
+    try:
+        check_package_config(json.loads(json.dumps(config), object_hook=from_json_object))
+    except SchemaError as e:
+        raise ValueError(f'{cfg.filename or "the config"}: cannot be exported as a task package: {e}. The package '
+                         'schema lists what a package may hold (docs/security.md); register a module type of your '
+                         'own with petah_mm.deploy.package_schema.register_package_type before exporting and '
+                         'loading') from e
+    return config
 
 
 def to_json_data(node, key='config'):
@@ -128,139 +165,47 @@ def from_json_object(node: dict):
     return tuple(node['__tuple__']) if set(node) == {'__tuple__'} else node
 
 
+def read_bounded_text(path: Path, limit: int, what: str) -> str:
+    """A package's text file, refused unread past ``limit`` bytes (a 40 MB ``config.json`` is not parsed)."""
+    with open(path, 'rb') as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise AdapterFileError(f'{path}: larger than {limit} bytes, the limit for a {what}; not a file petah_mm '
+                               'wrote (export the package again)')
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise AdapterFileError(f'{path}: not UTF-8 text ({e.reason} at byte {e.start}); a {what} is JSON text') from e
+
+
 def read_package_config(package: PathLike) -> tuple:
-    """``(task id, Config)`` from a package's ``config.json``; parsing JSON never runs code, and every name
-    that would make mmengine import or resolve something is checked before mmengine sees the config."""
+    """``(task id, Config)`` from a package's ``config.json``: bounded JSON, read against the package schema
+    (:mod:`petah_mm.deploy.package_schema`) before mmengine sees it; a refusal names the file, the key and
+    the rule."""
     path = Path(package) / CONFIG_FILE
     if not path.is_file():
         legacy = ' (it has a config.py: an older, code-executing package format; export it again)' if (
             Path(package) / 'config.py').exists() else ''
         raise AdapterFileError(f'{package}: no {CONFIG_FILE}, not a task package{legacy}')
+    text = read_bounded_text(path, MAX_CONFIG_BYTES, 'package config')
     try:
-        data = parse_json_data(path.read_text(), str(path), object_hook=from_json_object)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = parse_json_data(text, str(path), object_hook=from_json_object)
+    except json.JSONDecodeError as e:
         raise AdapterFileError(f'{path}: not valid JSON ({e}); a package config is JSON data, export the '
                                'package again') from e
     except DataError as e:
-        raise AdapterFileError(f'{e}; export the package again') from e
-    if not (isinstance(data, dict) and isinstance(data.get('task_id'), str) and isinstance(data.get('config'), dict)):
-        raise AdapterFileError(f'{path}: expected {{"task_id": str, "config": {{...}}}}, got '
-                               f'{type(data).__name__} with keys {sorted(data) if isinstance(data, dict) else []}')
-    check_config_names(data['config'], path)
+        raise AdapterFileError(f'{shorten(str(e), 600)}; export the package again') from e
+    if not (isinstance(data, dict) and set(data) == {'task_id', 'config'} and isinstance(data['task_id'], str)
+            and TASK_ID.fullmatch(data['task_id']) and isinstance(data['config'], dict)):
+        shape = sorted(map(quote, data))[:8] if isinstance(data, dict) else type(data).__name__
+        raise AdapterFileError(f'{path}: expected {{"task_id": <32 hex digits>, "config": {{...}}}}, got {shape}; '
+                               'not a config petah_mm exported')
+    try:
+        check_package_config(data['config'])
+    except SchemaError as e:
+        raise AdapterFileError(f'{path}: {e}; a package config is data read against the package schema '
+                               '(docs/security.md), and nothing of it was built') from e
     return data['task_id'], Config(data['config'])
-
-
-def check_config_names(config: dict, path) -> None:
-    """Refuse, naming the key, every value that would make mmengine import or resolve a name the package chose.
-
-    mmengine imports ``<scope>.registry`` for ``_scope_``, ``default_scope`` and a ``type``'s scope
-    prefix (``mmdet.Foo``), imports any dotted ``type`` it does not find in a registry, imports
-    ``custom_imports``, reads the files ``_base_`` names and resolves ``scope::path`` strings through
-    the scope's package. So scopes must be :data:`LIBRARY_SCOPES`, types registered
-    (:func:`check_registered_types`), imports :data:`TRUSTED_IMPORTS`, and ``_base_`` is refused: an
-    exported config is already complete.
-    """
-    reserved = sorted(set(config) & set(CONFIG_RESERVED_KEYS))
-    if reserved:
-        raise AdapterFileError(f'{path}: config keys {reserved} are reserved by mmengine\'s Config; not a config '
-                               'petah_mm exported')
-    if config.get('default_scope') not in LIBRARY_SCOPES[1:]:
-        raise AdapterFileError(f'{path}: config.default_scope={config.get("default_scope")!r}; a task package '
-                               f'belongs to one of {LIBRARY_SCOPES[1:]}')
-    check_registered_types(config, path, config['default_scope'])
-
-
-def refuse(path, key: str, value, reason: str):
-    raise AdapterFileError(f'{path}: {key}={value!r} {reason}; a task package is data and may not name code')
-
-
-def check_registered_types(node, path, scope, key='config') -> None:
-    """Every ``type`` in the config names a module registered where it is built (the innermost ``_scope_``, else
-    the package's scope), every scope is a library's, and nothing names another module; else refused."""
-    if isinstance(node, str):
-        prefix = node.partition('::')[0]
-        if '::' in node and prefix not in LIBRARY_SCOPES:
-            refuse(path, key, node, f'names the scope {prefix!r}, and mmengine resolves "scope::..." by importing '
-                   f'that package; only {LIBRARY_SCOPES} may be named')
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            check_registered_types(value, path, scope, f'{key}[{i}]')
-    elif isinstance(node, dict):
-        if '_base_' in node:
-            refuse(path, f'{key}._base_', node['_base_'], 'makes mmengine read another config; an exported '
-                   'package config is complete and never inherits')
-        if 'custom_imports' in node and not is_trusted_import(node['custom_imports']):
-            refuse(path, f'{key}.custom_imports', node['custom_imports'], 'makes mmengine import modules '
-                   f'(running their code); a package may only name {TRUSTED_IMPORTS}')
-        for name in ('_scope_', 'default_scope'):
-            if name in node and node[name] not in LIBRARY_SCOPES:
-                refuse(path, f'{key}.{name}', node[name], f'makes mmengine import "<scope>.registry"; a scope '
-                       f'must be one of {LIBRARY_SCOPES}')
-        scope = node.get('_scope_', scope)
-        if 'type' in node:
-            name = node['type']
-            if not (name in NON_REGISTRY_TYPES or isinstance(name, str) and is_registered(name, scope)):
-                refuse(path, f'{key}.type', name, f'is not a registered module name in scope {scope!r} (mmengine '
-                       'would import an unknown name)')
-        for k, value in node.items():
-            check_registered_types(value, path, scope, f'{key}.{k}')
-
-
-def is_trusted_import(custom_imports) -> bool:
-    """``custom_imports`` as petah_mm's configs write it: ``dict(imports=[...], allow_failed_imports=...)``,
-    importing only :data:`TRUSTED_IMPORTS` (already imported by whoever reads the package)."""
-    return (isinstance(custom_imports, dict) and set(custom_imports) <= {'imports', 'allow_failed_imports'}
-            and isinstance(custom_imports.get('imports'), list)
-            and all(name in TRUSTED_IMPORTS for name in custom_imports['imports']))
-
-
-def library_registry_module(scope: str):
-    """The registry module of one of :data:`LIBRARY_SCOPES`, the only modules a check imports by scope name."""
-    if scope not in LIBRARY_SCOPES:
-        raise ValueError(f'scope {scope!r} is not one of {LIBRARY_SCOPES}; no other registry is imported')
-    return import_module(f'{scope}.registry')  # creates the library's child registries
-
-
-def is_registered(name: str, scope: str) -> bool:
-    """Whether a build in ``scope`` finds ``name`` in a registry, importing nothing named by the package.
-
-    mmengine's ``Registry.get`` imports ``<prefix>.registry`` for a scope prefix
-    (``mmpretrain.EfficientFormer``), and any name it cannot find. So a name may have one prefix, a
-    library's, and is looked up by get()'s search (:func:`find_registered`) in the registries' own
-    tables: no import but the libraries' registries, and no change to mmengine's state (checks may
-    run in several threads at once).
-    """
-    library_registry_module(scope)
-    prefix, real_name = Registry.split_scope_key(name)
-    if prefix is not None:
-        if prefix not in LIBRARY_SCOPES or '.' in real_name:  # get() would import a second prefix's registry
-            return False
-        library_registry_module(prefix)
-    for root in (r for r in vars(mmengine.registry).values() if isinstance(r, Registry)):
-        registry = root._search_child(scope)  # the registry a build in scope uses (not `or`: an empty one is falsy)
-        if find_registered(root if registry is None else registry, name):
-            return True
-    return False
-
-
-def find_registered(registry: Registry, key: str) -> bool:
-    """``Registry.get(key) is not None`` (mmengine 0.10) minus its fallback imports: the registry, then its
-    ancestors, for a plain name; the scope's registry for a scope prefix."""
-    registry.import_from_location()  # the library's own module list, as get() does
-    scope, real_key = Registry.split_scope_key(key)
-    if scope is None or scope == registry.scope:
-        if real_key in registry._module_dict:
-            return True
-        parent = registry.parent if scope is None else None
-        while parent is not None:
-            if real_key in parent._module_dict:
-                return True
-            parent = parent.parent
-        return False
-    if scope in registry._children:
-        return find_registered(registry._children[scope], real_key)
-    root = registry._get_root_registry()
-    return (scope == root.scope or scope in root._children) and find_registered(root, key)
 
 
 def build_task_model(config: Union[Config, PathLike]) -> nn.Module:
@@ -312,7 +257,59 @@ def load_task_package(package: PathLike, shared: Union[PathLike, Dict[str, torch
     for name, tensor in tensors.items():
         own[name].copy_(tensor)
     model.dataset_meta = restore_tuples(meta.get('dataset_meta'))
+    model.package = package
+    probe_task(model)
     return model
+
+
+class NonFiniteOutputError(RuntimeError):
+    """A task gave NaN or Inf: an error, never a score."""
+
+
+def non_finite(output, where: str = 'output') -> Optional[str]:
+    """Where ``output`` (tensors in tuples, lists, dicts or data samples) holds NaN or Inf first, or None."""
+    if isinstance(output, BaseDataElement):
+        output = dict(output.all_items())
+    if isinstance(output, torch.Tensor):
+        bad = output.is_floating_point() and not bool(torch.isfinite(output).all())
+        return f'{where} (shape {tuple(output.shape)})' if bad else None
+    if isinstance(output, dict):
+        items = output.items()
+    elif isinstance(output, (list, tuple)):
+        items = enumerate(output)
+    else:
+        return None
+    return next((found for key, value in items if (found := non_finite(value, f'{where}[{key!r}]'))), None)
+
+
+def check_finite(output, model: nn.Module) -> None:
+    """Raise :class:`NonFiniteOutputError`, naming the package and the mode, if ``output`` holds NaN or Inf."""
+    where = non_finite(output)
+    if where is not None:
+        mode = 'merged' if getattr(model.backbone, 'is_merged', False) else 'routing'
+        raise NonFiniteOutputError(f'{getattr(model, "package", "the task")}: {where} holds NaN or Inf in {mode} '
+                                   'mode; a task never serves a non-finite score (its adapter or head weights are '
+                                   'out of range: export the package again from a healthy checkpoint)')
+
+
+@torch.no_grad()
+def probe_task(model: nn.Module) -> None:
+    """Refuse, naming the package, a task whose outputs on a probe image are not finite with its adapters
+    unmerged (routing) or merged: finite tensors can still overflow (adapter factors of 1e15 whose merged
+    kernels are finite, a head weight of 3e38). The probe is a seeded noise image through the task's own test
+    pipeline, data preprocessor, raw forward and prediction."""
+    image = np.random.default_rng(0).integers(0, 256, (*PROBE_SIZE, 3), dtype=np.uint8)
+    with DefaultScope.overwrite_default_scope(model.cfg.default_scope):
+        batch = model.data_preprocessor(pseudo_collate([ImagePipeline(model.cfg).from_array(image)]), False)
+        for mode in ('routing', 'merged'):
+            if mode == 'merged':
+                model.backbone.merge_adapters()
+            try:
+                check_finite(model(batch['inputs'], batch['data_samples'], mode='tensor'), model)
+                check_finite(model(batch['inputs'], batch['data_samples'], mode='predict'), model)
+            finally:
+                if mode == 'merged':
+                    model.backbone.unmerge_adapters()
 
 
 def restore_tuples(value):

@@ -9,8 +9,10 @@ safe globals of :mod:`petah_mm.compat` (on torch < 2.4, the same allow-list thro
 unpickler). A URL is downloaded once to torch's hub cache
 (``$TORCH_HOME/hub/checkpoints``) and the cached file is read the same way. Schemes that fetch
 from elsewhere (``open-mmlab://``, ``s3://`` ...) are refused with the reason. Every file is checked
-before and after unpickling so that its content is bounded by its size
-(:mod:`petah_mm.engine.checkpoint_bounds`), and a load that changed class-level state is refused.
+before unpickling (its zip archive, and its pickle opcode by opcode: only what torch.save writes) and
+after, so that its content is bounded by its size (:mod:`petah_mm.engine.checkpoint_bounds`), and a
+load that changed class-level state is refused. Every refusal names the file and the rule it breaks,
+quoting at most a few hundred characters of the offending value.
 """
 import hashlib
 import io
@@ -18,16 +20,18 @@ import os
 import os.path as osp
 import pickle
 import re
+import zipfile
 from pathlib import Path
+from typing import Optional
 from urllib.parse import urlparse
 
 import torch
 from mmengine.dist import barrier, get_dist_info
 from mmengine.runner import CheckpointLoader
 
-from ..compat import safe_torch_load
+from ..compat import safe_torch_load, short_text
 from ..utils.fileio import file_sha256
-from .checkpoint_bounds import content_problem, file_problem
+from .checkpoint_bounds import archive_problem, content_problem, file_problem
 
 #: a published file name ending in the first hex digits of its sha256 (mmdet/mmpretrain model zoos)
 HASH_IN_NAME = re.compile(r'-([a-f0-9]{8,64})\.\w+$')
@@ -43,27 +47,28 @@ def load_checkpoint_file(filename, map_location=None, pinned_sha256=None):
     ``pinned_sha256`` is the full digest a file is known to have in advance (a packaged weight file,
     :mod:`petah_mm.engine.package_weights`). The file is then read once, and only bytes with that
     digest are unpickled: they are the very bytes that were vetted, so torch's pre-1.6 format, whose
-    declared sizes cannot be bounded before unpickling, is accepted for them. Their content is
-    still checked after loading.
+    declared sizes cannot be bounded before unpickling, is accepted for them. Pinned zip files are
+    checked before loading like any other, and all content is checked after loading.
     """
     filename = osp.expanduser(str(filename))
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename!r} does not exist')
     if pinned_sha256 is None:
         problem = file_problem(filename)
-        if problem:
-            raise CheckpointRefusedError(f'refused to load {filename!r}: {problem}')
         source = filename
     else:
-        source = io.BytesIO(pinned_bytes(filename, pinned_sha256))
+        data = pinned_bytes(filename, pinned_sha256)
+        problem = pinned_problem(data)
+        source = io.BytesIO(data)
+    if problem:
+        raise CheckpointRefusedError(f'refused to load {filename!r}: {problem}')
     try:
         loaded = safe_torch_load(source, map_location)
     except pickle.UnpicklingError as e:
         raise CheckpointRefusedError(refusal_message(filename, e)) from None
-    except MemoryError as e:  # numpy's ndarray constructor allocates the size a pickle declares
-        raise CheckpointRefusedError(f'refused to load {filename!r}: its pickle declares more memory than the '
-                                     f'machine has ({e}); a {osp.getsize(filename)}-byte weights file cannot hold '
-                                     'that') from None
+    except Exception as e:  # torch's own refusals (a bare RuntimeError), argument errors of the rebuild functions
+        raise CheckpointRefusedError(f'refused to load {filename!r}: torch.load(weights_only=True) failed on it '
+                                     f'({type(e).__name__}: {short_text(str(e))})') from e
     problem = content_problem(loaded, osp.getsize(filename))
     if problem:
         raise CheckpointRefusedError(f'refused to load {filename!r}: {problem}')
@@ -79,10 +84,22 @@ def pinned_bytes(filename: str, sha256: str) -> bytes:
     return data
 
 
+def pinned_problem(data: bytes) -> Optional[str]:
+    """The archive checks of :func:`~petah_mm.engine.checkpoint_bounds.file_problem` for pinned bytes in torch's
+    zip format; the pre-1.6 format, which cannot be checked before unpickling, is accepted for them."""
+    if data[:4] != b'PK\x03\x04':
+        return None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return archive_problem(archive, len(data), io.BytesIO(data))
+    except zipfile.BadZipFile as e:
+        return f'it is not a readable zip archive ({short_text(str(e))})'
+
+
 def refusal_message(filename: str, error: Exception) -> str:
-    found = re.search(r'Unsupported global: GLOBAL (\S+)', str(error))
+    found = re.search(r'Unsupported global: GLOBAL (\S{1,200})', str(error))
     reason = re.search(r'WeightsUnpickler error:\s*(.+)', str(error))  # torch wraps its unpickler's reason
-    reason = reason[1] if reason else str(error).splitlines()[0]
+    reason = short_text(reason[1] if reason else str(error).splitlines()[0])
     what = f'its pickle needs {found[1]}' if found else f'its pickle is not plain data ({reason})'
     message = (f'refused to load {filename!r}: {what}, which is not a tensor, a plain container or allow-listed '
                'mmengine training state. petah_mm reads every checkpoint with torch.load(weights_only=True) so '

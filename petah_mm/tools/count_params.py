@@ -38,6 +38,9 @@ FAMILIES = {
     'MobileViT-S (mmpretrain)': dict(type='PETAHBackbone', backbone=dict(type='mmpretrain.MobileViT', arch='small')),
     'Swin-T (mmdet)': dict(type='PETAHBackbone', backbone=dict(type='mmdet.SwinTransformer')),
     'ResNet-50 (mmdet)': dict(type='PETAHBackbone', backbone=dict(type='mmdet.ResNet', depth=50)),
+    # the real transformer (configs/real/_base_/dinov2-vit-s14.py) at the study's 112 px: 8x8 patches
+    'ViT-S/14 DINOv2 (timm)': dict(type='PETAHBackbone',
+                                   backbone=dict(TIMM, model_name='vit_small_patch14_dinov2', img_size=112)),
 }
 
 

@@ -27,13 +27,16 @@ from mmengine.runner import Runner
 from torch import nn
 
 from petah_mm.deploy import build_trained_model, export_shared_backbone, export_task_package, load_task_package
+from petah_mm.deploy.packages import read_bounded_text
 from petah_mm.utils import write_bytes_atomic
-from petah_mm.utils.fileio import file_sha256
+from petah_mm.utils.fileio import file_sha256, staging_directory
 
 PathLike = Union[str, Path]
 #: the files whose sha256 name a package (``results.json`` is written after, and is not part of the name)
 PACKAGE_FILES = ('adapter.safetensors', 'config.json', 'task.safetensors')
 SUMS, RESULTS = 'SHA256SUMS', 'results.json'
+#: the largest ``SHA256SUMS`` a package may have, in bytes: three lines of 64 hex digits and a name
+MAX_SUMS_BYTES = 4096
 #: the model zoo's name and scale of each metric the evaluators report (mmdet's box / mask AP in %)
 ZOO_METRICS = {'coco/bbox_mAP': ('box AP', 100), 'coco/segm_mAP': ('mask AP', 100), 'mIoU': ('mIoU', 1)}
 
@@ -64,7 +67,7 @@ def listing_digest(listed: str) -> str:
 def verify(package: PathLike) -> str:
     """Check that the package's files are those its ``SHA256SUMS`` lists and its name states; returns the digest."""
     package = Path(package)
-    listed = (package / SUMS).read_text()
+    listed = read_bounded_text(package / SUMS, MAX_SUMS_BYTES, 'package checksum list')
     if sums(package) != listed:
         raise ValueError(f'{package}: its files do not match its {SUMS}; the package was changed after release')
     digest = listing_digest(listed)
@@ -73,14 +76,17 @@ def verify(package: PathLike) -> str:
     return digest
 
 
-def evaluate(package: PathLike, shared: Dict, data_root: PathLike, work_dir: PathLike) -> Dict[str, float]:
+def evaluate(package: PathLike, config: PathLike, shared: Dict, data_root: PathLike,
+             work_dir: PathLike) -> Dict[str, float]:
     """The package's metrics (and ``num_images``) on the validation split of ``data_root``, through mmengine's
-    Runner."""
+    Runner: the package's model and test pipeline, the dataset and evaluator of ``config`` (the trusted
+    training config; a package names no dataset)."""
     model = load_task_package(package, shared)
-    cfg = model.cfg
+    cfg = Config.fromfile(str(config))
     root = str(data_root).rstrip('/') + '/'
     loader = cfg.test_dataloader
     loader.dataset.data_root = root
+    loader.dataset.pipeline = model.cfg.test_dataloader.dataset.pipeline
     evaluator = cfg.test_evaluator
     if 'ann_file' in evaluator:
         evaluator.ann_file = root + 'annotations/instances_val2017.json'
@@ -101,7 +107,7 @@ def release(config: PathLike, checkpoint: PathLike, out_root: PathLike, data_roo
                          f'{config}; a release ships adapters and heads for exactly those weights')
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_root, prefix='.release-')) / 'package'
+    staging = staging_directory(out_root / 'release') / 'package'  # a killed release's is removed by the next
     export_task_package(model, cfg, staging, trained.get('meta', {}).get('dataset_meta'))  # class names
     listed = sums(staging)
     write_bytes_atomic(staging / SUMS, listed.encode())
@@ -115,7 +121,7 @@ def release(config: PathLike, checkpoint: PathLike, out_root: PathLike, data_roo
     results = dict(config=str(config), checkpoint_sha256=file_sha256(checkpoint),
                    backbone_fingerprint=backbone.frozen_fingerprint(), data=dict(generator='make_animal_silhouettes',
                                                                                  data_root=str(data_root)),
-                   metrics=evaluate(final, shared, data_root, work_dir / 'val'))
+                   metrics=evaluate(final, config, shared, data_root, work_dir / 'val'))
     write_bytes_atomic(final / RESULTS, json.dumps(results, indent=2).encode())
     return final
 

@@ -2,16 +2,20 @@
 and a work dir that holds their data, runs and results."""
 import argparse
 from pathlib import Path
-from typing import Tuple
+from typing import Dict, Optional, Tuple
 
 
-def parse_study_args(doc: str, quick_help: str, full_help: str, work_dir: str, argv=None) -> argparse.Namespace:
+def parse_study_args(doc: str, quick_help: str, full_help: str, work_dir: str, argv=None,
+                     switches: Optional[Dict[str, str]] = None) -> argparse.Namespace:
+    """``switches``: a study's own on/off flags (flag -> help), beside the shared ones."""
     parser = argparse.ArgumentParser(description=doc.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
     size = parser.add_mutually_exclusive_group()
     size.add_argument('--quick', action='store_true', help=quick_help)
     size.add_argument('--full', action='store_true', help=full_help)
     parser.add_argument('--work-dir', default=work_dir, help='data, runs and results')
+    for flag, help in (switches or {}).items():
+        parser.add_argument(flag, action='store_true', help=help)
     return parser.parse_args(argv)
 
 

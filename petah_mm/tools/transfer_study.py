@@ -1,91 +1,190 @@
-"""Fine-tune real ImageNet CNNs on a real-material set with every CNN method, from pretrained and from random
-weights: does PETAH adapt a pretrained backbone with few parameters? (docs/real_data.md)
+"""Fine-tune real pretrained backbones (two ImageNet CNNs, the DINOv2 ViT-S/14) on real-material sets with every
+method of the paper that applies, from pretrained and from random weights: does PETAH adapt a pretrained backbone
+with few parameters? (docs/real_data.md)
 
     python tools/analysis_tools/transfer_study.py --quick             # the tests' path: a few runs, tiny data
-    python tools/analysis_tools/transfer_study.py                     # EfficientNet-Lite0 on the animal set
-    python tools/analysis_tools/transfer_study.py --full              # both CNNs, both datasets, all controls
+    python tools/analysis_tools/transfer_study.py                     # Lite0 and ViT-S/14, animal and animal-plain
+    python tools/analysis_tools/transfer_study.py --full              # every backbone, dataset, method and init
+    python tools/analysis_tools/transfer_study.py --no-stabiliser      # the same without clipping and warmup
 
-Protocol. For each backbone, method and init (ImageNet weights, or random as the control that shows what
-pretraining buys), the learning rate is picked from the profile's grid by validation top-1 (seed 0); the
-picked LR is then trained with every seed and evaluated once on the test split, which no choice saw (seed 0's
-run is the selection run itself). Every run is mmengine's Runner on the configs/real classification config of
-its backbone, with only the adapter, LR, seed, init, data root and epochs changed. Runs append to
-``WORK_DIR/runs.jsonl`` as they finish, so an interrupted study resumes where it stopped.
+Protocol (the same for every method). For each backbone, dataset, method and init (the pretrained weights, or
+random as the control that shows what pretraining buys), every LR of the profile's grid is trained with the first
+``selection_seeds`` seeds; the LR with the best *mean* validation top-1 is picked, then trained with the remaining
+seeds, and the test split, which no choice saw, is reported as mean ± std over all seeds at that LR. Every run
+is mmengine's Runner on the backbone's configs/real classification config (the method's own config where one
+exists, as ``-full_`` with its 0.1x backbone LR, else the ``-petah2_`` one with the adapter replaced), with only
+the adapter, LR, seed, init, data root, epochs and stabiliser changed; linear probing (``frozen``) is the same
+optimisation on cached features (:mod:`petah_mm.tools.linear_probe`). A method that does not apply to a backbone
+(attention methods on a CNN) is skipped by the adapter's own rule: the one that refuses to build it.
 
-Output in WORK_DIR: ``transfer_study.json`` (every run and the summary), ``transfer_study.md`` (mean ± std
-test top-1, trainable backbone parameters, seconds per training epoch) and ``transfer_study.png`` (accuracy
-against trainable parameters, log x, as the paper's figures; linear probing, which trains none, as a line).
+Stabiliser, on unless ``--no-stabiliser``: gradient clipping by global norm (``optim_wrapper.clip_grad``,
+max_norm 1) and the configs' linear warmup (LinearLR over the first epoch, then cosine decay). Without it:
+no clipping, and the cosine decay from the first step. A run *collapsed* when its final training loss (the mean of
+its last epoch) lies within 1 % of ln(num_classes), a constant prediction; the table counts them per method.
+Runs append to ``WORK_DIR/runs.jsonl`` as they finish, so an interrupted study resumes where it stopped.
+
+Output in WORK_DIR: ``transfer_study.json`` (every run and the summary), ``transfer_study.md`` (mean ± std test
+top-1, collapses, trainable backbone parameters, seconds per training epoch) and ``transfer_study.png`` (accuracy
+against trainable parameters, log x; linear probing, which trains none, as a line); ``transfer_study_no_stabiliser.*``
+without the stabiliser.
+
+Sizes and time. Measured 2026-12-06 on this project's 2-core AMD EPYC (5 training steps of batch
+32 after a warm-up one, forward + backward + AdamW, no data loading), at a load of about 1.5 from other jobs:
+ViT-S/14 at 112 px 1.6 s per step (petah2) and 2.15 s (full), an eval forward of 32 images 0.66 s; Lite0 at 64 px
+0.30 s and 0.28 s. The previous default's Lite0 Runner steps on 2 quiet cores were 0.21 s (petah2) and 0.28 s
+(full), data loading included, so the load inflated these by ~1.2-1.4x: a quiet ViT step is taken as 1.3 s (petah2)
+and 1.7 s (full), a Lite0 step as 0.25 s. (Single-thread CPU seconds, measured earlier at a load of 6-7, agree:
+ViT 3.1 s / 3.9 s, Lite0 0.42 s / 0.40 s.) The default profile:
+
+* Lite0 on animal and animal-plain: frozen (cached, both inits), petah2, petah8 and full, full also from random
+  weights: 8 trained rows, 48 Runner runs (LR grid of 2, full's of 3; 2 selection seeds, 3 seeds in all);
+* ViT-S/14 on animal: frozen (cached, both inits), petah2 and full: 10 Runner runs;
+* 50 / 20 / 40 images per class (train / val / test), 5 epochs of batch 32: 80 steps per run.
+
+Estimate: 48 x 80 x 0.25 s = 16 min (Lite0) + 5 x 80 x 1.3 s + 5 x 80 x 1.7 s = 20 min (ViT) + ~8 min of
+evaluation (ViT: ~12 s per run), feature caching (4 ViT backbones x 1,600 images, ~2 min), data generation and
+model builds = **~44 min** on 2 quiet cores (an estimate, not a measurement). The ViT's full fine-tuning from random
+weights (5 more runs, ~11 min) would leave too thin a margin; it is in ``--full``. ``--full`` (all three
+backbones, all three datasets, every applicable method x both inits, the default's sizes): 64 Runner runs per CNN
+and dataset (384 in all, ~2 h) and 100 ViT runs per dataset (300, ~11 h with their evaluation): **~13 hours** by the
+same rates, more for DoRA and LoKr, which train slower than LoRA.
 """
 import copy
 import itertools
 import json
+import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 from mmengine.config import Config
+from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import Runner
 
-from petah_mm.adapters import preset
-from petah_mm.datasets import make_animal_classification, make_digit_classification
+from petah_mm.adapters import PRESETS, build_plan, preset
+from petah_mm.datasets import make_animal_classification, make_animal_plain_classification, make_digit_classification
 from petah_mm.models import without_pretrained
+from petah_mm.tools import linear_probe
 from petah_mm.tools.study_cli import parse_study_args, study_setup
 from petah_mm.utils import atomic_write, write_bytes_atomic
 
 REPO = Path(__file__).resolve().parents[2]
+#: backbone -> its configs/real classification config (PETAH-2; the other methods replace the adapter)
 CONFIGS = {
     'tf-efficientnet-lite0': REPO / 'configs/real/tf-efficientnet-lite0-petah2_animal-cls-64px.py',
     'mobilenetv2-100': REPO / 'configs/real/mobilenetv2-100-petah2_animal-cls-64px.py',
+    'dinov2-vit-s14': REPO / 'configs/real/dinov2-vit-s14-petah2_animal-cls-112px.py',
 }
-#: the methods that apply to a CNN: adapter presets, plus PETAH with a higher conv rank
-METHODS = {name: preset(name) for name in ('frozen', 'petah1', 'petah2', 'full')}
+#: every adapter preset of the paper, plus PETAH with a higher conv rank
+METHODS = {name: preset(name) for name in PRESETS}
 METHODS['petah8'] = dict(method='petah', rank=8, conv_rank=8)
 #: dataset -> the generator of its train / val / test folders (docs/real_data.md)
-DATASETS = {'animal': make_animal_classification, 'mnist-5k': make_digit_classification}
+DATASETS = {'animal': make_animal_classification, 'animal-plain': make_animal_plain_classification,
+            'mnist-5k': make_digit_classification}
+#: the stabiliser's clipping: the global gradient norm of every trained tensor (head included) is cut to 1
+CLIP_GRAD = dict(max_norm=1.0, norm_type=2)
 
 
 @dataclass(frozen=True)
 class Profile:
-    backbones: Tuple[str, ...]
+    #: backbone -> the methods run on it (those that do not apply to it are skipped)
+    methods: Dict[str, Tuple[str, ...]]
     datasets: Tuple[str, ...]
-    methods: Tuple[str, ...]
-    #: the methods also trained from random weights: the control that shows what pretraining buys
-    random_control: Tuple[str, ...]
+    #: backbone -> the methods also trained from random weights: the control that shows what pretraining buys
+    random_control: Dict[str, Tuple[str, ...]]
     seeds: int
+    #: the LR is picked by the mean validation top-1 over seeds 0 .. selection_seeds - 1
+    selection_seeds: int
     epochs: int
     #: images per class in train / val / test
     counts: Tuple[int, int, int]
-    #: method -> learning rates of the head (and of the backbone tensors that train: LR factor 1)
+    #: method (or 'backbone/method', which wins) -> learning rates of the head (and of the backbone tensors that
+    #: train, at the config's LR factor)
     lrs: Dict[str, Tuple[float, ...]] = field(default_factory=dict)
+    #: ``optim_wrapper.clip_grad`` and the linear warmup; False: neither
+    stabiliser: bool = True
+    #: dataset -> backbones run on it; a dataset not named here runs every backbone
+    datasets_of: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
 
 
-#: two LRs per method (three for full fine-tuning, whose backbone trains at 0.1x), centred where the first
-#: profile's picks fell (its frozen and PETAH picks sat at the top of their grids, full's at the bottom)
-_GRID = dict(frozen=(1e-2, 3e-2), petah1=(3e-3, 1e-2), petah2=(3e-3, 1e-2), petah8=(3e-3, 1e-2),
-             full=(1e-4, 3e-4, 1e-3))
-PROFILES = {
-    'quick': Profile(('tf-efficientnet-lite0', ), ('animal', ), ('frozen', 'petah2'), (), seeds=1,
-                     epochs=2, counts=(2, 1, 1), lrs=dict(frozen=(1e-2, ), petah2=(1e-3, ))),
-    # 15 epochs of 1,000 images (465 steps of batch 32) per run: the methods' training curves flatten by then,
-    # and the 30 runs fit in an hour on 2 quiet cores; the random control for linear probing and full
-    # fine-tuning, the two ends of the range
-    'default': Profile(('tf-efficientnet-lite0', ), ('animal', ), tuple(_GRID), ('frozen', 'full'), seeds=3,
-                       epochs=15, counts=(100, 30, 50), lrs=_GRID),
-    'full': Profile(tuple(CONFIGS), tuple(DATASETS), tuple(_GRID), tuple(_GRID), seeds=3, epochs=15,
-                    counts=(100, 30, 50), lrs=_GRID),
+#: CNN LRs centred where the first profile's picks fell (frozen and PETAH at the top of their grids, full at the
+#: bottom); the ViT's from common DINOv2 / LoRA fine-tuning practice (AdamW; full's backbone at 0.1x); linear probing
+#: on cached features is cheap, so it gets three
+_PETAH = ('petah1', 'petah2', 'petah8', 'petah2-dora', 'petah2-lokr')
+_GRID = {
+    'frozen': (3e-3, 1e-2, 3e-2), 'full': (1e-4, 3e-4, 1e-3), 'attn-ft': (1e-4, 3e-4),
+    'lora-attn-r8': (1e-3, 3e-3), 'lora-attn-r16': (1e-3, 3e-3), 'lora-attn-mlp-r8': (1e-3, 3e-3),
+    **{name: (3e-3, 1e-2) for name in _PETAH}, **{f'dinov2-vit-s14/{name}': (1e-3, 3e-3) for name in _PETAH},
+    'dinov2-vit-s14/full': (3e-4, 1e-3),
 }
+_ALL = tuple(METHODS)
+PROFILES = {
+    'quick': Profile(dict.fromkeys(('tf-efficientnet-lite0', 'dinov2-vit-s14'), ('frozen', 'petah2')), ('animal', ),
+                     {}, seeds=1, selection_seeds=1, epochs=2, counts=(2, 1, 1),
+                     lrs={'frozen': (1e-2, ), 'petah2': (1e-3, )}),
+    # sized to ~44 min on 2 quiet cores (module docstring): 80 steps per run; the ViT on the animal set only
+    'default': Profile({'tf-efficientnet-lite0': ('frozen', 'petah2', 'petah8', 'full'),
+                        'dinov2-vit-s14': ('frozen', 'petah2', 'full')}, ('animal', 'animal-plain'),
+                       {'tf-efficientnet-lite0': ('frozen', 'full'), 'dinov2-vit-s14': ('frozen', )},
+                       seeds=3, selection_seeds=2, epochs=5, counts=(50, 20, 40), lrs=_GRID,
+                       datasets_of={'animal-plain': ('tf-efficientnet-lite0', )}),
+    'full': Profile(dict.fromkeys(CONFIGS, _ALL), tuple(DATASETS), dict.fromkeys(CONFIGS, _ALL), seeds=3,
+                    selection_seeds=2, epochs=5, counts=(50, 20, 40), lrs=_GRID),
+}
+
+
+def lr_grid(profile: Profile, backbone: str, method: str) -> Tuple[float, ...]:
+    try:
+        return profile.lrs.get(f'{backbone}/{method}') or profile.lrs[method]
+    except KeyError:
+        raise KeyError(f'the profile has no LR grid for method {method!r}; add lrs[{method!r}]') from None
+
+
+@lru_cache(maxsize=None)
+def _weightless_backbone(backbone: str):
+    cfg = Config.fromfile(str(CONFIGS[backbone]))
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        return MODELS.build(dict(without_pretrained(cfg.model.backbone), adapter=dict(method='frozen')))
+
+
+def applies(backbone: str, method: str) -> bool:
+    """Whether ``method`` applies to ``backbone``: the adapter's own rule, which refuses a method that needs a
+    target group the backbone lacks (attention methods on a CNN) and lets PETAH be conv LoRA alone there."""
+    try:
+        _weightless_backbone(backbone)._fit_plan(build_plan(**METHODS[method]))
+    except KeyError:
+        return False
+    return True
+
+
+def config_of(backbone: str, method: str) -> Path:
+    """The method's own config for the backbone if there is one (``-full_``: its 0.1x backbone LR), else
+    PETAH-2's, whose adapter the run replaces."""
+    own = CONFIGS[backbone].with_name(CONFIGS[backbone].name.replace('-petah2_', f'-{method}_'))
+    return own if own.exists() else CONFIGS[backbone]
 
 
 def run_config(backbone: str, method: str, init: str, lr: float, seed: int, profile: Profile, data_root: Path,
                work_dir: Path) -> Config:
-    """The backbone's configs/real config with this run's adapter, init, LR, seed, data and schedule."""
-    cfg = Config.fromfile(str(CONFIGS[backbone]))
+    """The backbone's configs/real config with this run's adapter, init, LR, seed, data, schedule and stabiliser."""
+    path = config_of(backbone, method)
+    cfg = Config.fromfile(str(path))
     cfg.model.backbone.adapter = copy.deepcopy(METHODS[method])
     if init == 'random':
         cfg.model.backbone = without_pretrained(cfg.model.backbone)
     cfg.optim_wrapper.optimizer.lr = lr
+    warmup, *decay = cfg.param_scheduler
+    if warmup.type != 'LinearLR' or len(decay) != 1:
+        raise ValueError(f'{path}: the study expects param_scheduler = [LinearLR warmup, one decay], got '
+                         f'{[s.type for s in cfg.param_scheduler]}')
+    if profile.stabiliser:
+        cfg.optim_wrapper.clip_grad = dict(CLIP_GRAD)
+    else:
+        cfg.optim_wrapper.pop('clip_grad', None)
+        cfg.param_scheduler = [dict(decay[0], begin=0)]
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = str(data_root)
     # no validation while training: each run is evaluated once, on the split its phase needs
@@ -97,27 +196,84 @@ def run_config(backbone: str, method: str, init: str, lr: float, seed: int, prof
     return cfg
 
 
+def collapsed(final_loss: float, num_classes: int) -> bool:
+    """A constant prediction: the final training loss within 1 % of ln(num_classes)."""
+    return abs(final_loss - math.log(num_classes)) <= 0.01 * math.log(num_classes)
+
+
 def train_and_evaluate(cfg: Config, splits: Sequence[str]) -> dict:
-    """Train through the Runner; top-1 on each of ``splits``, trainable backbone parameters, s per epoch."""
+    """Train through the Runner; top-1 on each of ``splits``, trainable backbone parameters, s per epoch and the
+    final training loss (the mean over the last epoch's iterations, from the message hub)."""
     runner = Runner.from_cfg(cfg)
     start = time.perf_counter()
     runner.train()
     seconds = (time.perf_counter() - start) / cfg.train_cfg.max_epochs
-    result = dict(params=sum(runner.model.backbone.trainable_by_group().values()), epoch_s=round(seconds, 2))
+    final_loss = runner.message_hub.get_scalar('train/loss').mean(len(runner.train_dataloader))
+    result = dict(params=sum(runner.model.backbone.trainable_by_group().values()), epoch_s=round(seconds, 2),
+                  final_loss=float(final_loss), path='runner')
     for split in splits:
         metrics = runner.val() if split == 'val' else runner.test()
         result[split] = metrics['accuracy/top1']
     return result
 
 
-def combinations(profile: Profile):
-    """(backbone, dataset, method, init) of every summary row: each method pretrained, the controls also random."""
-    for backbone, dataset, method in itertools.product(profile.backbones, profile.datasets, profile.methods):
-        for init in ('pretrained', 'random') if method in profile.random_control else ('pretrained', ):
-            yield backbone, dataset, method, init
+def probe_and_evaluate(cfg: Config, cache: Dict[str, dict]) -> dict:
+    """Linear probing on cached features: the frozen backbone's features are extracted once per backbone weights
+    and data (``cache``, keyed by the frozen weights' fingerprint and the data root), the head trains on them."""
+    model = linear_probe.build_model(cfg)
+    key = (model.backbone.frozen_fingerprint(), cfg.train_dataloader.dataset.data_root)
+    if key not in cache:
+        start = time.perf_counter()
+        cache[key] = dict(linear_probe.extract_splits(model, cfg), extract_s=time.perf_counter() - start)
+    result = linear_probe.train_probe(model, cfg, cache[key])
+    return dict(result, params=sum(model.backbone.trainable_by_group().values()), path='cached-probe',
+                extract_s=round(cache[key]['extract_s'], 1))
+
+
+def combinations(profile: Profile) -> Iterator[Tuple[str, str, str, str]]:
+    """(backbone, dataset, method, init) of every summary row: each method that applies pretrained, the controls
+    also random."""
+    for dataset, (backbone, methods) in itertools.product(profile.datasets, profile.methods.items()):
+        if backbone not in profile.datasets_of.get(dataset, (backbone, )):
+            continue
+        for method in methods:
+            if not applies(backbone, method):
+                continue
+            controls = profile.random_control.get(backbone, ())
+            for init in ('pretrained', 'random') if method in controls else ('pretrained', ):
+                yield backbone, dataset, method, init
+
+
+def pick_lr(selection: List[dict]) -> float:
+    """The LR whose runs have the best mean validation top-1 (the first in grid order on a tie)."""
+    by_lr: Dict[float, List[float]] = {}
+    for record in selection:
+        by_lr.setdefault(record['lr'], []).append(record['val'])
+    return max(by_lr, key=lambda lr: statistics.mean(by_lr[lr]))
+
+
+def summarise(rows: List[Tuple[tuple, List[dict], float]]) -> List[dict]:
+    """One summary row per (backbone, dataset, method, init): the picked LR and its runs' test mean ± std, and how
+    many runs collapsed, at the picked LR and over the whole grid."""
+    summary = []
+    for (backbone, dataset, method, init), every, lr in rows:
+        runs = [r for r in every if r['lr'] == lr]
+        tests = [r['test'] for r in runs]
+        summary.append(dict(
+            backbone=backbone, dataset=dataset, method=method, init=init, lr=lr,
+            val=statistics.mean(r['val'] for r in runs if 'val' in r), test_mean=statistics.mean(tests),
+            test_std=statistics.stdev(tests) if len(tests) > 1 else 0.0, seeds=len(tests), params=runs[0]['params'],
+            epoch_s=statistics.mean(r['epoch_s'] for r in runs),
+            collapsed=sum(r['collapsed'] for r in runs), collapsed_grid=sum(r['collapsed'] for r in every),
+            runs_grid=len(every)))
+    return summary
 
 
 def run_study(profile: Profile, work_dir: Path) -> dict:
+    if not 1 <= profile.selection_seeds <= profile.seeds:
+        raise ValueError(f'selection_seeds={profile.selection_seeds} must lie in 1 .. seeds={profile.seeds}')
+    if profile.epochs < 2:
+        raise ValueError(f'epochs={profile.epochs}: the warmup takes the first epoch and the decay the rest; use >= 2')
     train, val, test = profile.counts
     for dataset in profile.datasets:
         DATASETS[dataset](work_dir / 'data' / dataset, num_train_per_class=train, num_val_per_class=val,
@@ -126,38 +282,40 @@ def run_study(profile: Profile, work_dir: Path) -> dict:
     done = {}
     if log.exists():
         done = {record['name']: record for record in map(json.loads, log.read_text().splitlines())}
+    cache: Dict[tuple, dict] = {}  # the frozen backbones' features, for linear probing
 
     def run(backbone, dataset, method, init, lr, seed, splits):
-        name = f'{backbone}_{dataset}_{method}_{init}_lr{lr:g}_seed{seed}'
+        protocol = 'stab' if profile.stabiliser else 'nostab'
+        name = f'{backbone}_{dataset}_{method}_{init}_lr{lr:g}_seed{seed}_{protocol}_e{profile.epochs}'
+        cfg = run_config(backbone, method, init, lr, seed, profile, work_dir / 'data' / dataset,
+                         work_dir / 'runs' / name)
         if name not in done:
-            cfg = run_config(backbone, method, init, lr, seed, profile, work_dir / 'data' / dataset,
-                             work_dir / 'runs' / name)
+            result = probe_and_evaluate(cfg, cache) if method == 'frozen' else train_and_evaluate(cfg, splits)
+            num_classes = cfg.model.head.num_classes
             done[name] = dict(name=name, backbone=backbone, dataset=dataset, method=method, init=init, lr=lr,
-                              seed=seed, **train_and_evaluate(cfg, splits))
+                              seed=seed, stabiliser=profile.stabiliser, num_classes=num_classes,
+                              collapsed=collapsed(result['final_loss'], num_classes), **result)
             write_bytes_atomic(log, ''.join(json.dumps(r) + '\n' for r in done.values()).encode(), force=True)
         return done[name]
 
-    summary = []
-    for backbone, dataset, method, init in combinations(profile):
-        selection = [run(backbone, dataset, method, init, lr, 0, ('val', 'test')) for lr in profile.lrs[method]]
-        best = max(selection, key=lambda record: record['val'])
-        runs = [best] + [run(backbone, dataset, method, init, best['lr'], seed, ('test', ))
-                         for seed in range(1, profile.seeds)]
-        tests = [record['test'] for record in runs]
-        summary.append(dict(backbone=backbone, dataset=dataset, method=method, init=init, lr=best['lr'],
-                            val=best['val'], test_mean=statistics.mean(tests),
-                            test_std=statistics.stdev(tests) if len(tests) > 1 else 0.0, seeds=len(tests),
-                            params=best['params'], epoch_s=statistics.mean(record['epoch_s'] for record in runs)))
-    return dict(profile=asdict(profile), runs=list(done.values()), summary=summary)
+    rows = []
+    for row in combinations(profile):
+        grid = lr_grid(profile, row[0], row[2])
+        every = [run(*row, lr, seed, ('val', 'test')) for lr in grid for seed in range(profile.selection_seeds)]
+        lr = pick_lr(every)
+        every += [run(*row, lr, seed, ('test', )) for seed in range(profile.selection_seeds, profile.seeds)]
+        rows.append((row, every, lr))
+    return dict(profile=asdict(profile), runs=list(done.values()), summary=summarise(rows))
 
 
 def markdown(summary: List[dict]) -> str:
-    lines = ['| backbone | dataset | init | method | LR (val-picked) | test top-1 (%) | trainable backbone params '
-             '| s / epoch |', '|---|---|---|---|---|---|---|---|']
+    lines = ['| backbone | dataset | init | method | LR (val-picked) | test top-1 (%) | collapsed (picked LR; grid) '
+             '| trainable backbone params | s / epoch |', '|---|---|---|---|---|---|---|---|---|']
     for row in summary:
         lines.append(f'| {row["backbone"]} | {row["dataset"]} | {row["init"]} | {row["method"]} | {row["lr"]:g} | '
-                     f'{row["test_mean"]:.1f} ± {row["test_std"]:.1f} (n={row["seeds"]}) | {row["params"]:,} | '
-                     f'{row["epoch_s"]:.1f} |')
+                     f'{row["test_mean"]:.1f} ± {row["test_std"]:.1f} (n={row["seeds"]}) | '
+                     f'{row["collapsed"]}/{row["seeds"]}; {row["collapsed_grid"]}/{row["runs_grid"]} | '
+                     f'{row["params"]:,} | {row["epoch_s"]:.1f} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -167,7 +325,8 @@ def plot(summary: List[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
     curves = sorted({(r['backbone'], r['dataset'], r['init']) for r in summary})
-    for (backbone, dataset, init), colour in zip(curves, 'bgrcmykbgrcmyk'):
+    for index, (backbone, dataset, init) in enumerate(curves):
+        colour = plt.cm.tab20.colors[index % 20]  # --full has 18 curves
         rows = [r for r in summary if (r['backbone'], r['dataset'], r['init']) == (backbone, dataset, init)]
         trained = sorted((r for r in rows if r['params']), key=lambda r: r['params'])
         style = '-' if init == 'pretrained' else ':'
@@ -190,17 +349,21 @@ def plot(summary: List[dict], out: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    args = parse_study_args(__doc__, "the tests' path: two methods, tiny data, 2 epochs",
-                            'both backbones and datasets, every method also from random weights',
-                            'work_dirs/transfer_study', argv)
+    args = parse_study_args(__doc__, "the tests' path: Lite0 and the ViT, frozen and petah2, tiny data, 2 epochs",
+                            'every backbone, dataset and applicable method, each also from random weights',
+                            'work_dirs/transfer_study', argv,
+                            switches={'--no-stabiliser': 'no gradient clipping and no warmup (both tables, if the '
+                                                         'stabiliser changes the ranking)'})
     profile, work_dir = study_setup(args, PROFILES)
+    profile = replace(profile, stabiliser=not args.no_stabiliser)
+    stem = 'transfer_study' if profile.stabiliser else 'transfer_study_no_stabiliser'
     start = time.perf_counter()
     results = run_study(profile, work_dir)
     results['wall_min'] = round((time.perf_counter() - start) / 60, 1)  # of this invocation (a resume: the rest)
-    write_bytes_atomic(work_dir / 'transfer_study.json', json.dumps(results, indent=2).encode(), force=True)
+    write_bytes_atomic(work_dir / f'{stem}.json', json.dumps(results, indent=2).encode(), force=True)
     table = markdown(results['summary'])
-    write_bytes_atomic(work_dir / 'transfer_study.md', table.encode(), force=True)
-    plot(results['summary'], work_dir / 'transfer_study.png')
+    write_bytes_atomic(work_dir / f'{stem}.md', table.encode(), force=True)
+    plot(results['summary'], work_dir / f'{stem}.png')
     print(table)
     return results
 

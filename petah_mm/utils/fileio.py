@@ -12,7 +12,10 @@ published in one step:
 
 A writer removes its own temporary file, and the temporary files of earlier writes of the same
 target whose writer is known to be dead (this host, pid no longer running). A live writer's
-temporary file, or one written on another host, is never touched.
+temporary file, or one written on another host, is never touched. A directory (a task package) is
+written the same way: into a staging directory of the writer's own beside it
+(``.<name>.<host>.<pid>.<random>.staging``, :func:`staging_directory`), which is renamed into place
+complete (:func:`publish_directory`), and whose leftovers after a kill the next writer removes.
 """
 import errno
 import glob
@@ -20,6 +23,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import socket
 import tempfile
 from contextlib import contextmanager
@@ -62,15 +66,44 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def stale_temp_files(path: Path) -> list:
-    """Temporary files of earlier writes of ``path`` whose writer is dead: killed on this host mid-write."""
-    path = Path(path)
+def dead_writers(path: Path, suffix: str) -> list:
+    """What earlier writers of ``path`` left beside it (``.<name>.<host>.<pid>.<random><suffix>``) and are dead:
+    this host, pid no longer running. Another host's entries, and those named otherwise, are never listed."""
     stale = []
-    for candidate in path.parent.glob(f'.{glob.escape(path.name)}.*.tmp'):
-        owner = candidate.name[len(path.name) + 2:-len('.tmp')].split('.')
+    for candidate in path.parent.glob(f'.{glob.escape(path.name)}.*{suffix}'):
+        owner = candidate.name[len(path.name) + 2:-len(suffix)].split('.')
         if len(owner) == 3 and owner[0] == host_tag() and owner[1].isdigit() and not process_alive(int(owner[1])):
             stale.append(candidate)
     return sorted(stale)
+
+
+def stale_temp_files(path: Path) -> list:
+    """Temporary files of earlier writes of ``path`` whose writer is dead: killed on this host mid-write."""
+    return [candidate for candidate in dead_writers(Path(path), '.tmp') if not candidate.is_dir()]
+
+
+def stale_staging_directories(path: Path) -> list:
+    """Staging directories of earlier writes of the directory ``path`` whose writer is dead (not symbolic links)."""
+    return [candidate for candidate in dead_writers(Path(path), '.staging')
+            if candidate.is_dir() and not candidate.is_symlink()]
+
+
+def staging_directory(path: PathLike) -> Path:
+    """A new, empty directory of this writer's own beside the directory ``path``, to fill and then publish as
+    ``path`` (:func:`publish_directory`): ``.<name>.<host>.<pid>.<random>.staging``, mode 0700.
+
+    The staging directories of earlier writers of ``path`` that were killed on this host are removed first,
+    as :func:`atomic_write` removes their temporary files; a live writer's, or another host's, is never touched.
+    The caller removes its own if it fails; a SIGKILL leaves it to the next writer.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in stale_staging_directories(path):
+        try:
+            shutil.rmtree(stale)
+        except FileNotFoundError:  # another writer is removing it at the same moment
+            pass
+    return Path(tempfile.mkdtemp(dir=path.parent, prefix=temp_prefix(path), suffix='.staging'))
 
 
 def fsync_directory(directory: Path) -> None:

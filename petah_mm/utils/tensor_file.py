@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from ..compat import short_repr, short_text
 from .fileio import write_bytes_atomic
 from .json_data import DataError, parse_json_data
 
@@ -74,13 +75,13 @@ def read_tensor_file(path: Union[str, Path], kind: str) -> Tuple[Tensors, Dict[s
         header_len = int.from_bytes(data[:8], 'little')
         raw_meta = parse_json_data(data[8:8 + header_len].decode(), 'header').get('__metadata__') or {}
     except (SafetensorError, ValueError, UnicodeDecodeError) as e:
-        raise TensorFileError(f'{path}: not a readable safetensors file ({e}); the file is truncated '
+        raise TensorFileError(f'{path}: not a readable safetensors file ({short_text(str(e))}); the file is truncated '
                               f'or corrupt, write the {kind} file again') from e
     if raw_meta.get('format') != expected:
         raise TensorFileError(f'{path}: not a petah_mm {kind} file (metadata format='
-                              f'{raw_meta.get("format")!r}, expected {expected!r})')
+                              f'{short_repr(raw_meta.get("format"), 100)}, expected {expected!r})')
     if raw_meta.get('format_version') != FORMAT_VERSION:
-        raise TensorFileError(f'{path}: {kind} format version {raw_meta.get("format_version")!r} is '
+        raise TensorFileError(f'{path}: {kind} format version {short_repr(raw_meta.get("format_version"), 100)} is '
                               f'not supported by this petah_mm (it reads version {FORMAT_VERSION}); write the '
                               f'{kind} file again with this petah_mm')
     if raw_meta.get('sha256') != tensor_digest(tensors.items()):
@@ -91,9 +92,10 @@ def read_tensor_file(path: Union[str, Path], kind: str) -> Tuple[Tensors, Dict[s
         if key in RESERVED_KEYS:
             continue
         try:  # non-finite numbers only where the tensors may hold them too (a sparse pack of any checkpoint)
-            meta[key] = parse_json_data(value, f'{path}: metadata {key!r}', finite=KINDS[kind])
+            meta[key] = parse_json_data(value, f'{path}: metadata {short_repr(key, 100)}', finite=KINDS[kind])
         except json.JSONDecodeError as e:
-            raise TensorFileError(f'{path}: metadata {key!r} is not valid JSON ({e}): {value[:80]!r}') from e
+            raise TensorFileError(f'{path}: metadata {short_repr(key, 100)} is not valid JSON ({e}): '
+                                  f'{short_repr(value, 80)}') from e
         except DataError as e:
             raise TensorFileError(str(e)) from e
     if KINDS[kind]:
@@ -104,5 +106,5 @@ def read_tensor_file(path: Union[str, Path], kind: str) -> Tuple[Tensors, Dict[s
 def check_finite(path, tensors: Mapping[str, torch.Tensor]) -> None:
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise TensorFileError(f'{path}: tensor {name!r} holds NaN or Inf values; the run that wrote it '
-                                  'diverged, so it is refused')
+            raise TensorFileError(f'{path}: tensor {short_repr(name, 100)} holds NaN or Inf values; the run that '
+                                  'wrote it diverged, so it is refused')

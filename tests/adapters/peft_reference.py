@@ -1,7 +1,7 @@
 """Run a script against peft 0.21, isolated from the test process, and return what it saved.
 
 peft pulls in transformers, and an importable transformers breaks ``import mmpretrain.models`` (so petah_mm):
-peft is installed into its own directory (``pip install --no-deps --target``, see docs/adapter_methods.md),
+peft is installed into its own directory (``pip install --no-deps --target`` by tools/install.sh),
 never into the environment, and only a subprocess puts that directory on its path. The script gets
 the tensors the test saved and saves peft's results; it must not import petah_mm.
 """
@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 
-#: where docs/adapter_methods.md installs peft 0.21 and its dependencies; PETAH_MM_PEFT_DIR overrides it
-PEFT_DIR = Path(os.environ.get('PETAH_MM_PEFT_DIR', Path.home() / '.cache' / 'petah_mm' / 'peft-0.21'))
+#: where tools/install.sh installs peft 0.21 and its dependencies (requirements/peft.txt), with its defaults
+CACHE_DIR = Path(os.environ.get('PETAH_MM_CACHE', Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache'))
+                                / 'petah_mm'))
+PEFT_DIR = Path(os.environ.get('PETAH_MM_PEFT_DIR', CACHE_DIR / 'peft-0.21'))
 
 
 def run_with_peft(script: str, inputs: dict, tmp_path: Path) -> dict:
     """Run ``script`` (which reads ``INPUTS`` and writes ``OUTPUTS`` with torch.save) under peft; skips the
     calling test when peft is not installed in :data:`PEFT_DIR`."""
     if not (PEFT_DIR / 'peft').is_dir():
-        pytest.skip(f'peft 0.21 is not installed in {PEFT_DIR} (set PETAH_MM_PEFT_DIR, or install it as '
-                    'docs/adapter_methods.md says): the comparison with peft needs it')
+        pytest.skip(f'peft 0.21 is not installed in {PEFT_DIR} (run tools/install.sh, which installs it there, '
+                    'or set PETAH_MM_PEFT_DIR): the comparison with peft needs it')
     inputs_path, outputs_path = tmp_path / 'inputs.pt', tmp_path / 'outputs.pt'
     torch.save(inputs, inputs_path)
     prologue = (f'import sys, torch\nsys.path.insert(0, {str(PEFT_DIR)!r})\nimport peft\n'

@@ -8,7 +8,8 @@ import torch
 from mmengine.optim import OptimWrapper
 from mmengine.registry import DefaultScope
 
-from petah_mm.adapters import AdaptedBackboneMixin, adapted_layers, is_adapter_key, preset
+from petah_mm.adapters import PRESETS, AdaptedBackboneMixin, adapted_layers, is_adapter_key, preset
+from petah_mm.adapters.discovery import discover_groups
 from petah_mm.deploy.merged import merged_state_dict
 from petah_mm.testing import randomise_adapters
 from helpers import assert_close_scaled, reduction_length, run_process
@@ -25,6 +26,9 @@ FAMILIES = {
     'efficientformerv2': ('mmpretrain', dict(TIMM, model_name='efficientformerv2_s0', img_size=SIZE),
                           {'attn', 'conv'}),
     'fastvit': ('mmpretrain', dict(TIMM, model_name='fastvit_sa12'), {'attn', 'conv'}),
+    # the real transformer's architecture (DINOv2 ViT-S/14), 2 of its 12 blocks, at a 4x6 patch grid
+    'vit-s14': ('mmpretrain', dict(TIMM, model_name='vit_small_patch14_dinov2', img_size=SIZE, depth=2,
+                                   out_indices=(0, 1)), {'attn', 'conv'}),
 }
 
 
@@ -36,11 +40,12 @@ def registry(scope):
     return MODELS
 
 
-def build(family, adapter='petah2', **kwargs):
+def build(family, adapter='petah2', inner_kwargs=None, **kwargs):
     scope, inner, _ = FAMILIES[family]
     adapter = preset(adapter) if isinstance(adapter, str) else adapter
     with DefaultScope.overwrite_default_scope(scope):
-        model = registry(scope).build(dict(type='PETAHBackbone', backbone=inner, adapter=adapter, **kwargs))
+        model = registry(scope).build(dict(type='PETAHBackbone', backbone=dict(inner, **(inner_kwargs or {})),
+                                           adapter=adapter, **kwargs))
     model.init_weights()
     return model
 
@@ -108,7 +113,7 @@ def test_one_step_changes_only_what_petah_trains(family):
     assert changed <= trains, f'frozen tensors changed: {sorted(changed - trains)[:5]}'
     assert {k for k in model.task_param_names if k.endswith('lora_B')} <= changed
     grouped = [name for name, layer in adapted_layers(model).items() if getattr(layer, 'groups', 1) > 1]
-    if family not in ('swin', 'resnet50'):  # the hybrids' depthwise convs train through the fused path
+    if family not in ('swin', 'resnet50', 'vit-s14'):  # the hybrids' depthwise convs train through the fused path
         assert grouped and all(f'{name}.adapter.lora_B' in changed for name in grouped)
 
 
@@ -123,6 +128,72 @@ def test_adapter_file_round_trip(models, family, tmp_path):
     with torch.no_grad():
         for a, b in zip(outputs(source, x), outputs(target, x), strict=True):
             assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- every method of the paper on the ViT
+
+#: ViT-S/14's linear layers per block (in, out): attention qkv and proj, the MLP's fc1 and fc2; its one conv, the
+#: 14x14 patch embedding (3 -> 384), as a matrix (3 * 14 * 14 -> 384). The methods run on 2 of its 12 blocks (the
+#: same layers, a sixth of the cost of building and stepping); discovery is checked on all 12.
+VIT_DEPTH = FAMILIES['vit-s14'][1]['depth']
+VIT_ATTN = [(384, 3 * 384), (384, 384)] * VIT_DEPTH
+VIT_MLP = [(384, 4 * 384), (4 * 384, 384)] * VIT_DEPTH
+VIT_PATCH = (588, 384)
+
+
+def lora_params(rank, shapes):
+    """A rank-r LoRA trains A (r x in) and B (out x r) per layer."""
+    return sum(rank * (fan_in + fan_out) for fan_in, fan_out in shapes)
+
+
+VIT_PETAH2 = lora_params(8, VIT_ATTN) + lora_params(2, [VIT_PATCH])
+#: trainable backbone parameters per preset, from the layer shapes alone; 'full' is every parameter
+VIT_TRAINABLE = {
+    'frozen': 0,
+    'attn-ft': sum(fan_in * fan_out + fan_out for fan_in, fan_out in VIT_ATTN),  # weights and biases
+    'lora-attn-r8': lora_params(8, VIT_ATTN),
+    'lora-attn-r16': lora_params(16, VIT_ATTN),
+    'lora-attn-mlp-r8': lora_params(8, VIT_ATTN + VIT_MLP),
+    'petah1': lora_params(8, VIT_ATTN) + lora_params(1, [VIT_PATCH]),
+    'petah2': VIT_PETAH2,
+    'petah2-dora': VIT_PETAH2 + sum(fan_out for _, fan_out in VIT_ATTN + [VIT_PATCH]),  # + a magnitude per output
+}
+VIT_GROUPS = {'lora-attn-r8': {'attn'}, 'lora-attn-r16': {'attn'}, 'lora-attn-mlp-r8': {'attn', 'mlp'}}
+
+
+def test_vit_discovers_attention_mlp_and_the_patch_embedding():
+    whole = build('vit-s14', 'frozen', inner_kwargs=dict(depth=12, out_indices=(11, )))  # frozen: no adapter in it
+    groups, skipped = discover_groups(whole)
+    blocks = [f'timm_model.model.blocks.{i}.' for i in range(12)]
+    assert groups == dict(attn=[b + layer for b in blocks for layer in ('attn.qkv', 'attn.proj')],
+                          mlp=[b + layer for b in blocks for layer in ('mlp.fc1', 'mlp.fc2')],
+                          conv=['timm_model.model.patch_embed.proj'])
+    assert not skipped
+
+
+@pytest.mark.parametrize('name', PRESETS)
+def test_every_method_of_the_paper_runs_on_the_vit(name):
+    torch.manual_seed(0)
+    model = build('vit-s14', name).train()
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    total = sum(model.trainable_by_group().values())
+    if name == 'full':
+        assert total == sum(p.numel() for p in model.parameters())
+    elif name in VIT_TRAINABLE:
+        assert total == VIT_TRAINABLE[name], (name, total)
+    else:  # LoKr: its own parameter count, fewer than LoRA's at the same ranks
+        assert 0 < total < VIT_PETAH2
+    adapter = preset(name)
+    if adapter['method'] in ('lora_attn', 'lora_attn_mlp', 'petah'):
+        assert set(model.adapted_groups) == VIT_GROUPS.get(name, {'attn', 'conv'})
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    out = outputs(model, seeded_input(2))
+    assert [tuple(o.shape) for o in out] == [(2, 384, 4, 6)] * VIT_DEPTH  # a map per block
+    if trainable:
+        optim = OptimWrapper(torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3))
+        optim.update_params(sum(o.square().mean() for o in out))
+    changed = {k for k, p in model.named_parameters() if not torch.equal(before[k], p)}
+    assert changed <= trainable and bool(changed) == bool(trainable), sorted(changed - trainable)[:5]
 
 
 PLAIN_SCRIPT = """

@@ -105,6 +105,48 @@ def test_petah2_dense_features_merged_equal_unmerged_on_real_photos():
         assert_close_scaled(a, b, reduction_length(backbone), msg='dense features')
 
 
+VIT_CLS = REAL / 'dinov2-vit-s14-petah2_animal-cls-112px.py'
+
+
+def test_vit_classifier_with_real_attention_adapters_merges_exactly_on_real_photos():
+    """PETAH-2 on DINOv2's attention (24 qkv/proj LoRAs) and patch embedding, at the study's 112 px."""
+    _, model = build(VIT_CLS)
+    backbone = model.backbone
+    assert {group: len(layers) for group, layers in backbone.adapted_groups.items()} == dict(attn=24, conv=1)
+    x = photo_batch(model, (112, 112))
+    with torch.no_grad():
+        plain = model(x, mode='tensor')
+        randomise_adapters(backbone, seed=1, std=0.02)
+        unmerged = model(x, mode='tensor')
+        assert plain.shape == (2, 10) and (unmerged - plain).abs().max() > 1e-3  # the adapters act
+        backbone.merge_adapters()
+        merged = model(x, mode='tensor')
+    assert_close_scaled(merged, unmerged, reduction_length(model), msg='ViT merged vs unmerged on real photos')
+
+
+def test_vit_dense_backbone_and_simple_pyramid_on_any_input_size():
+    """The dense base: an input of no whole number of patches (128x160) is padded to 10x12 patches; the simple
+    pyramid makes four maps at strides 3.5, 7, 14 and 28; merged equals unmerged."""
+    from mmseg.registry import MODELS as SEG_MODELS
+    real = Config.fromfile(str(REAL / '_base_' / 'dinov2-vit-s14.py')).real
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        backbone = MODELS.build(real.dense_backbone)
+    backbone.init_weights()
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        pyramid = SEG_MODELS.build(real.simple_pyramid).eval()
+    x = torch.randn(1, 3, 128, 160, generator=torch.Generator().manual_seed(0))
+    randomise_adapters(backbone.eval(), seed=2, std=0.02)
+    with torch.no_grad():
+        unmerged = backbone(x)
+        maps = pyramid(unmerged)
+        backbone.merge_adapters()
+        merged = backbone(x)
+    assert [tuple(m.shape) for m in unmerged] == [(1, 384, 10, 12)]
+    assert [tuple(m.shape[1:]) for m in maps] == [(384, 40, 48), (384, 20, 24), (384, 10, 12), (384, 5, 6)]
+    assert [m.shape[1] for m in maps] == real.channels
+    assert_close_scaled(merged[0], unmerged[0], reduction_length(backbone), msg='ViT dense features')
+
+
 PLAIN_SCRIPT = """
 import sys
 import torch

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from petah_mm.datasets import ANIMAL_CLASSES, load_animal_mnist, make_animal_silhouettes
+from petah_mm.datasets import (ANIMAL_CLASSES, load_animal_mnist, make_animal_plain_classification,
+                               make_animal_silhouettes)
 from petah_mm.datasets.real_silhouettes import CATEGORIES, SPLIT_OF, _ArrayUnpickler, silhouette_pool
 from petah_mm.datasets.toy_data import COCO_CATEGORIES
 from petah_mm.tools.make_real_data import main as make_real_data
@@ -121,3 +122,32 @@ def test_classification_folders(tmp_path, capsys):
     assert Image.open(next((root / 'test' / 'zebra').glob('*.jpg'))).size == (48, 48)
     with pytest.raises(SystemExit, match='already holds a different'):
         make_real_data(['cls', str(root)])  # the default counts differ
+
+
+def test_plain_classification_is_each_splits_own_silhouettes_white_on_black(tmp_path):
+    info = make_animal_plain_classification(tmp_path / 'plain', num_train_per_class=3, num_val_per_class=2,
+                                            num_test_per_class=1, image_size=(40, 40))
+    root, (images, _) = Path(info['root']), load_animal_mnist()
+    assert (root / 'classes.txt').read_text().split() == list(ANIMAL_CLASSES)
+    seen = {}
+    for split, count in (('train', 3), ('val', 2), ('test', 1)):
+        assert info[f'num_{split}_images'] == 10 * count
+        pools = silhouette_pool(split)
+        for label, name in enumerate(ANIMAL_CLASSES):
+            files = sorted((root / split / name).glob('*.png'))
+            assert len(files) == count
+            for file in files:
+                pixels = np.asarray(Image.open(file))
+                assert pixels.shape == (40, 40, 3) and (pixels[..., 0] == pixels[..., 2]).all()  # grey in RGB
+                # an independent reference: the drawing of this class and split that upscales to these pixels
+                matches = [i for i in pools[label] if np.array_equal(
+                    np.asarray(Image.fromarray(images[i]).resize((40, 40), Image.Resampling.BILINEAR)),
+                    pixels[..., 0])]
+                assert len(matches) >= 1 and pixels[..., 0].max() > 200 and pixels[0, 0, 0] < 30
+                seen.setdefault(split, set()).add(matches[0])
+    assert [len(seen[s]) for s in ('train', 'val', 'test')] == [30, 20, 10]  # no drawing twice in a split
+    again = make_animal_plain_classification(tmp_path / 'again', num_train_per_class=3, num_val_per_class=2,
+                                             num_test_per_class=1, image_size=(40, 40))
+    assert files_digest(again['root']) == files_digest(root)
+    with pytest.raises(ValueError, match='at most 200'):  # each split holds 200 drawings of a class
+        make_animal_plain_classification(tmp_path / 'big', num_test_per_class=201)

@@ -213,7 +213,7 @@ def test_a_task_package_is_pure_data(cls_package, tmp_path):
         planted = tmp_path / name.replace(' ', '_')
         shutil.copytree(package, planted)
         (planted / 'config.json').write_text(text)
-        with pytest.raises(AdapterFileError, match='config.json: (not valid JSON|.*not a registered module)'):
+        with pytest.raises(AdapterFileError, match='config.json: (not valid JSON|.*package schema)'):
             load_task_package(planted, backbone)
         assert not marker.exists(), f'the {name} payload ran'
     legacy = tmp_path / 'legacy'

@@ -1,6 +1,9 @@
 """Clear errors for what a user hands the multi-task demo (issue 23, item 6): ``--task`` arguments, and
-images whose size a resize step of the task's test pipeline cannot handle."""
+images whose size a resize step of the task's test pipeline cannot handle; and the demo refusing an attacker's
+package before any of it runs (issue 31, failure 2)."""
 import argparse
+import json
+import shutil
 import sys
 
 import cv2
@@ -37,6 +40,7 @@ def test_a_task_name_given_twice_is_refused_by_name():
 
 @pytest.mark.parametrize('step', [dict(type='Resize', scale=(192, 160), keep_ratio=True),
                                   dict(type='Resize', scale=224, keep_ratio=True),
+                                  dict(type='Resize', scale=(112, 96)), dict(type='Resize', scale=64),
                                   dict(type='ResizeEdge', scale=72, edge='short'),
                                   dict(type='ResizeEdge', scale=72, edge='long')])
 @pytest.mark.parametrize('size', [(160, 120), (120, 160), (37, 1000), (1000, 999)])
@@ -49,10 +53,34 @@ def test_predicted_resize_equals_what_the_transform_does(step, size):
 
 
 @pytest.fixture(scope='module')
-def seg_server(toy_backbone, tmp_path_factory):
-    out = tmp_path_factory.mktemp('input_packages')
-    packages, backbone = write_packages(dict(seg=('seg', 0)), toy_backbone, out)
+def seg_packages(toy_backbone, tmp_path_factory):
+    return write_packages(dict(seg=('seg', 0)), toy_backbone, tmp_path_factory.mktemp('input_packages'))
+
+
+@pytest.fixture(scope='module')
+def seg_server(seg_packages):
+    packages, backbone = seg_packages
     return MultiTaskModel(backbone, packages, mode='routing')
+
+
+@pytest.mark.slow
+def test_the_demo_refuses_a_package_whose_pipeline_step_evals(seg_packages, tmp_path):
+    """Failure 2 ran its payload end to end through the demo: a torchvision step whose dtype mmpretrain evals."""
+    packages, backbone = seg_packages
+    marker = tmp_path / 'pwned'
+    attack = shutil.copytree(packages['seg'], tmp_path / 'attack')
+    data = json.loads((attack / 'config.json').read_text())
+    data['config']['test_dataloader']['dataset']['pipeline'].insert(1, {
+        '_scope_': 'mmpretrain', 'type': 'torchvision/ConvertImageDtype',
+        'dtype': f"float32 if __import__('pathlib').Path({str(marker)!r}).touch() else torch.float32"})
+    (attack / 'config.json').write_text(json.dumps(data))
+    image = tmp_path / 'image.png'
+    cv2.imwrite(str(image), np.full((160, 192, 3), 127, np.uint8))
+    proc = run_process([sys.executable, REPO / 'tools' / 'deployment' / 'multitask_demo.py', '--backbone', backbone,
+                        '--task', f'seg={attack}', '--image', image, '--out-dir', tmp_path / 'out'])
+    assert proc.returncode != 0 and not marker.exists(), proc.stderr[-2000:]
+    assert (f"{attack / 'config.json'}: config.test_dataloader.dataset.pipeline[1]._scope_='mmpretrain' must be the "
+            "package's default_scope 'mmseg'") in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize('width, height', [(10000, 10), (10, 10000), (1000, 20)])

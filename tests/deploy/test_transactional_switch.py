@@ -1,14 +1,17 @@
 """All-or-nothing task switches and loads (issue 23, item 2): a package whose adapter factors are finite but
 whose products overflow is refused at load in both modes, and a switch whose merge fails midway leaves every
-other task and the shared kernels exactly as they were."""
+other task and the shared kernels exactly as they were. A task never serves a non-finite score (issue 31,
+failure 7): finite tensors whose outputs overflow are refused at load by a probe, in routing and merged mode,
+and a non-finite prediction at serve time is an error."""
 import shutil
 
 import pytest
 import torch
 
 from petah_mm.adapters import AdapterFileError, adapted_layers
-from petah_mm.deploy import MultiTaskModel, load_task_package
+from petah_mm.deploy import MultiTaskModel, load_task_package, predict
 from petah_mm.deploy.multitask import MODES
+from petah_mm.deploy.packages import NonFiniteOutputError
 from petah_mm.utils.tensor_file import read_tensor_file, write_tensor_file
 from helpers import TOY_DATA
 from helpers.task_models import outputs, write_packages
@@ -30,6 +33,47 @@ def packages(toy_workspace, toy_backbone, tmp_path_factory):
     write_tensor_file(poisoned / 'adapter.safetensors', scaled, meta, kind='adapter', force=True)
     image = sorted((toy_workspace / TOY_DATA['ade20k'] / 'images' / 'validation').glob('*.jpg'))[0]
     return packages, poisoned, backbone, image
+
+
+def poisoned_copy(package, out, kind, scale_to, selected):
+    """A copy of ``package`` whose ``kind`` file's ``selected`` tensors are scaled to a largest value of
+    ``scale_to``, re-signed: finite, of the right dtype and shape, so every file check passes."""
+    shutil.copytree(package, out)
+    tensors, meta = read_tensor_file(out / f'{kind}.safetensors', kind=kind)
+    scaled = {k: v / v.abs().max() * scale_to if selected(k) else v for k, v in tensors.items()}  # no overflow
+    write_tensor_file(out / f'{kind}.safetensors', scaled, meta, kind=kind, force=True)
+    return out
+
+
+@pytest.fixture(scope='module')
+def overflowing(packages, tmp_path_factory):
+    """The attack's two packages: adapter factors of 1e15 (every merged kernel finite, about 1e30) and one head
+    weight of 3e38."""
+    healthy, out = packages[0], tmp_path_factory.mktemp('overflowing')
+    return dict(adapter=poisoned_copy(healthy['cls'], out / 'adapter_1e15', 'adapter', 1e15,
+                                      lambda k: '.adapter.' in k),
+                head=poisoned_copy(healthy['cls'], out / 'head_3e38', 'task', 3e38, lambda k: k == 'head.fc.weight'))
+
+
+@pytest.mark.parametrize('attack', ['adapter', 'head'])
+def test_failure_7_finite_tensors_whose_outputs_overflow_are_refused_at_load(packages, overflowing, attack):
+    backbone = packages[2]
+    match = rf"{overflowing[attack].name}: output.* holds NaN or Inf in (routing|merged) mode; a task never serves"
+    with pytest.raises(NonFiniteOutputError, match=match):
+        load_task_package(overflowing[attack], backbone)
+    for mode in MODES:
+        with pytest.raises(NonFiniteOutputError, match=match):
+            MultiTaskModel(backbone, dict(ok=packages[0]['seg'], bad=overflowing[attack]), mode=mode)
+
+
+def test_failure_7_a_non_finite_prediction_is_an_error_not_a_score(packages):
+    healthy, _, backbone, image = packages
+    model = load_task_package(healthy['cls'], backbone)
+    assert torch.isfinite(predict(model, image).pred_score).all()
+    with torch.no_grad():
+        model.head.fc.weight[0, 0] = float('nan')  # as a fault in memory would, after the load-time probe
+    with pytest.raises(NonFiniteOutputError, match=r"cls: output\['pred_score'\] .* holds NaN or Inf in routing mode"):
+        predict(model, image)
 
 
 @pytest.fixture(scope='module')

@@ -67,22 +67,30 @@ class ExpandedArray:
         return np.ndarray, ((2 ** 40,), np.dtype('float64'), b'x' * 8, 0, (0,))
 
 
-def test_expanded_numpy_arrays_are_bounded_too(tmp_path):
-    path = save(tmp_path / 'array.pth', dict(meta=dict(seed=ExpandedArray())))
-    with pytest.raises(CheckpointRefusedError, match=r"array\.pth.*\['meta'\]\['seed'\] hold 8796093022208 bytes"):
-        load_checkpoint_file(path)
-
-
 class HugeArray:
-    """Pickles as ``numpy.ndarray((2**45,))``: numpy tries to allocate 256 TiB while unpickling."""
+    """Pickles as ``numpy.ndarray((2**45,))``: numpy would try to allocate 256 TiB while unpickling."""
 
     def __reduce__(self):
         return np.ndarray, ((2 ** 45,), np.dtype('float64'))
 
 
-def test_array_larger_than_the_machine_is_refused(tmp_path):
-    path = save(tmp_path / 'huge_array.pth', dict(meta=dict(seed=HugeArray())))
-    with pytest.raises(CheckpointRefusedError, match=r'huge_array\.pth.*declares more memory than the machine has'):
+class HugeReconstruct:
+    """Pickles as numpy's own ``_reconstruct(ndarray, (2**45,), b'b')``, which numpy writes with the shape (0,)."""
+
+    def __reduce__(self):
+        return np.core.multiarray._reconstruct, (np.ndarray, (2 ** 45,), b'b')
+
+
+@pytest.mark.parametrize('array, call', [
+    (ExpandedArray(), r'numpy\.ndarray\(\(\.\.\.\)'),
+    (HugeArray(), r'numpy\.ndarray\(\(\.\.\.\)'),
+    (HugeReconstruct(), r'numpy\._?core\.multiarray\._reconstruct\(numpy\.ndarray'),
+])
+def test_numpy_arrays_of_a_declared_size_are_refused_before_allocating(tmp_path, array, call):
+    """numpy writes an array as ``_reconstruct(ndarray, (0,), b'b')`` plus its data; other calls allocate (or view)
+    the size the pickle declares, so they are refused before anything is unpickled."""
+    path = save(tmp_path / 'array.pth', dict(meta=dict(seed=array)))
+    with pytest.raises(CheckpointRefusedError, match=rf"array\.pth'?: its pickle calls {call}.*opcode REDUCE"):
         load_checkpoint_file(path)
 
 

@@ -36,11 +36,11 @@ def test_run_config_changes_only_data_work_dir_and_schedule_length(tmp_path, tas
 
 def test_markdown_table_has_one_row_per_run():
     runs = [dict(task='cascade-mask-rcnn', method='petah2', metrics={'coco/bbox_mAP': 0.25, 'coco/segm_mAP': 0.5},
-                 backbone_params=58424, trainable_params=3388626, train_min=1.25),
+                 backbone_params=60982, trainable_params=3391184, train_min=1.25),
             dict(task='semantic-fpn', method='frozen', metrics={'mIoU': 41.234}, backbone_params=0,
                  trainable_params=439371, train_min=0.5)]
     table = study.markdown(runs)
-    assert '| cascade-mask-rcnn | petah2 | 0.250 | 0.500 | – | 58,424 | 3,388,626 | 1.2 |' in table
+    assert '| cascade-mask-rcnn | petah2 | 0.250 | 0.500 | – | 60,982 | 3,391,184 | 1.2 |' in table
     assert '| semantic-fpn | frozen | – | – | 41.2 | 0 | 439,371 | 0.5 |' in table
 
 

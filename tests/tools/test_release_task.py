@@ -27,6 +27,7 @@ def test_package_verifies_and_refuses_a_changed_file(package, tmp_path):
     shutil.copytree(package, changed)
     config = changed / 'config.json'
     config.write_text(config.read_text().replace('"petah"', '"full"', 1))
+    assert config.read_text() != (package / 'config.json').read_text()
     with pytest.raises(ValueError, match=SUMS):
         verify(changed)
     renamed = tmp_path / (package.name[:-8] + '0' * 8)
@@ -47,6 +48,6 @@ def test_package_reproduces_its_stated_metrics_on_the_validation_split(package, 
     del model
     metrics = stated['metrics']  # each validation scene has its own seed: the split does not depend on num_train
     data = make_animal_silhouettes(tmp_path / 'data', num_train=1, num_val=metrics['num_images'])['root']
-    measured = evaluate(package, backbone.shared_state_dict(), data, tmp_path / 'eval')
+    measured = evaluate(package, REPO / stated['config'], backbone.shared_state_dict(), data, tmp_path / 'eval')
     for name, value in metrics.items():
         assert measured[name] == pytest.approx(value, abs=1e-3), f'{name}: measured {measured[name]}, stated {value}'

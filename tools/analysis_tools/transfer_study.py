@@ -1,7 +1,8 @@
-"""Fine-tune real ImageNet CNNs with every CNN method, pretrained and random, on a real-material set.
+"""Fine-tune real pretrained backbones (two ImageNet CNNs, the DINOv2 ViT-S/14) with every method of the paper that
+applies, pretrained and random, on real-material sets.
 
     python tools/analysis_tools/transfer_study.py --quick
-    python tools/analysis_tools/transfer_study.py [--full] [--work-dir DIR]
+    python tools/analysis_tools/transfer_study.py [--full] [--no-stabiliser] [--work-dir DIR]
 
 The logic lives in :mod:`petah_mm.tools.transfer_study`, where the tests import it.
 """

@@ -18,12 +18,15 @@ from petah_mm.deploy import MultiTaskModel
 from petah_mm.deploy.multitask import MODES
 from petah_mm.tools.multitask_args import task_packages, task_spec
 
+#: each library's own visualizer: a package's config holds what serving needs, not how to draw
+VISUALIZER_TYPES = dict(mmdet='DetLocalVisualizer', mmseg='SegLocalVisualizer', mmpretrain='UniversalVisualizer')
+
 
 def draw(model, task: str, image_path: Path, sample, out_file: Path) -> None:
     """Draw with the task library's own visualizer (boxes and masks, a label map, or a class)."""
-    cfg = model.cfg
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        visualizer = VISUALIZERS.build(dict(cfg.visualizer, name=f'petah_multitask_{task}', vis_backends=None))
+    scope = model.cfg.default_scope
+    with DefaultScope.overwrite_default_scope(scope):
+        visualizer = VISUALIZERS.build(dict(type=VISUALIZER_TYPES[scope], name=f'petah_multitask_{task}'))
     visualizer.dataset_meta = model.dataset_meta
     image = mmcv.imread(str(image_path), channel_order='rgb')
     if hasattr(visualizer, 'visualize_cls'):  # mmpretrain

@@ -37,8 +37,9 @@ FOLDERS = {
     'sparse': dict(collection='Sparse-PETAH (90 % sparse EfficientFormer-L7)', task='various',
                    family='The three above on a 90 %-sparse EF-L7'),
     # trained on one CPU; the plain ImageNet classifier is the installed weights themselves, not an adaptation
-    'real': dict(collection='PETAH on real ImageNet CNNs', task='various', devices=1,
-                 family='Real ImageNet CNNs (EfficientNet-Lite0, MobileNetV2), animal silhouettes',
+    'real': dict(collection='PETAH on real pretrained backbones', task='various', devices=1,
+                 family='Real pretrained backbones (EfficientNet-Lite0, MobileNetV2, DINOv2 ViT-S/14), '
+                        'animal silhouettes',
                  plain=('tf-efficientnet-lite0_in1k', )),
 }
 RELEASE = REPO / 'release'

@@ -8,21 +8,34 @@ LoRA's ΔW = B·A is linear in B's rows, so with s = γ / sqrt(σ² + ε) per ou
     BN(conv(x, W + B·A) + b) = conv(x, s·W + (s⊙B)·A) + s·(b − μ) + β
 
 s·W and the new bias are frozen (written once, in the shared graph); s⊙B is the task's own factor,
-scaled when the task's feeds are written. No BatchNorm node is left after those convolutions.
+scaled when the task's feeds are written. No BatchNorm node is left after those convolutions; what a
+norm module does after normalising stays (timm's ``BatchNormAct2d``: its dropout and activation).
 """
 import copy
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
+from timm.layers.norm_act import BatchNormAct2d
 from torch import nn
 
 from ...adapters.injector import adapted_layers
 from ...adapters.layers import AdaptedConv2d
 from ...adapters.lora import LoRA
+from ...utils import FrozenBatchNorm2d
 from ...utils.modules import replace_module
 
 #: the lora_B name of a layer -> its output channels' scale s
 Scales = Dict[str, torch.Tensor]
+
+
+def after_norm(norm: nn.Module) -> Optional[nn.Module]:
+    """What ``norm``'s forward does after normalising, which stays when the normalisation is folded away; None
+    for a module whose forward petah_mm does not know (it is not folded)."""
+    if type(norm) in (nn.BatchNorm2d, FrozenBatchNorm2d):
+        return nn.Identity()
+    if type(norm) is BatchNormAct2d:
+        return nn.Sequential(norm.drop, norm.act)
+    return None
 
 
 def conv_norm_pairs(backbone: nn.Module, example: torch.Tensor) -> List[Tuple[str, str]]:
@@ -47,7 +60,7 @@ def conv_norm_pairs(backbone: nn.Module, example: torch.Tensor) -> List[Tuple[st
     for name, module in backbone.named_modules():
         if name in convs:
             hooks.append(module.register_forward_hook(remember(name)))
-        elif isinstance(module, nn.BatchNorm2d):
+        elif after_norm(module) is not None:
             hooks.append(module.register_forward_pre_hook(match(name)))
     try:
         with torch.no_grad():
@@ -79,7 +92,7 @@ def fold_norms(backbone: nn.Module, example: torch.Tensor, task_tensors: List[st
         conv.bias = nn.Parameter((bias - norm.running_mean) * scale + norm.bias, requires_grad=False)
         conv.adapter.lora_B.data = conv.adapter.lora_B * scale.view(-1, 1, 1, 1)
         scales[f'{conv_name}.adapter.lora_B'] = scale.clone()
-        replace_module(folded, norm_name, nn.Identity())
+        replace_module(folded, norm_name, after_norm(norm))
     return folded, scales
 
 
