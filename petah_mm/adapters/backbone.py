@@ -60,7 +60,7 @@ class AdaptedBackboneMixin(NormEvalMixin):
                       norm_eval: Optional[bool] = None) -> None:
         self.adapter_cfg = dict(adapter)
         self.target_patterns, self.target_summary = self._find_targets(targets)
-        self.adapter_plan = self._fit_plan(build_plan(**adapter))
+        self.adapter_plan = self.fit_plan(build_plan(**adapter))
         self.adapted_groups = inject_adapters(self, self.target_patterns, self.adapter_plan)
         self.task_param_names = task_parameter_names(self, self.target_patterns, self.adapter_plan)
         self.norm_eval = self.adapter_plan.norm_eval if norm_eval is None else norm_eval
@@ -88,8 +88,9 @@ class AdaptedBackboneMixin(NormEvalMixin):
             found += f'; overridden by the config: {sorted(overrides)}'
         return declared, found
 
-    def _fit_plan(self, plan: AdapterPlan) -> AdapterPlan:
-        """The plan for this backbone: PETAH on a CNN is conv LoRA alone; a missing group is an error."""
+    def fit_plan(self, plan: AdapterPlan) -> AdapterPlan:
+        """The plan for this backbone: PETAH on a CNN is conv LoRA alone; a missing group is a KeyError (the
+        transfer study asks it which methods apply to a backbone)."""
         name = type(self).__name__
         if 'attn' in plan.adapters or 'attn' in plan.trainable_groups:
             fused = fused_attention(self)

@@ -27,6 +27,8 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 from mmengine.registry import Registry
 
+from ..compat import short_text
+
 #: the libraries a task package may come from (its ``default_scope``); registries are looked up in these only
 TASK_SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 #: ``mmengine`` holds the root registries the libraries' registries inherit from
@@ -41,15 +43,10 @@ MAX_AREA = 2 ** 23
 QUOTE_CHARS = 200
 
 
-def shorten(text: str, limit: int = QUOTE_CHARS) -> str:
-    """``text`` cut to ``limit`` characters, saying how long it was (a 5 MB type string is not echoed whole)."""
-    return text if len(text) <= limit else f'{text[:limit]}... ({len(text)} characters)'
-
-
 def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
     """``repr(value)`` for a refusal, at most ``limit`` characters of it."""
     big = isinstance(value, (dict, list, tuple)) and len(value) >= 64
-    return f'<{type(value).__name__} of {len(value)} entries>' if big else shorten(repr(value), limit)
+    return f'<{type(value).__name__} of {len(value)} entries>' if big else short_text(repr(value), limit)
 
 
 def key_of(parent: str, key: Any) -> str:

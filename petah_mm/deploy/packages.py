@@ -23,6 +23,7 @@ import math
 import re
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
@@ -37,11 +38,12 @@ from torch import nn
 
 from ..adapters.io import (AdapterFileError, check_task_id, check_tensors, fingerprint, read_tensor_file,
                            write_tensor_file)
+from ..compat import short_text
 from ..models import without_pretrained
 from ..utils import atomic_write
 from ..utils.fileio import default_mode, publish_directory, staging_directory
 from ..utils.json_data import DataError, parse_json_data
-from .package_schema import SchemaError, check_package_config, quote, shorten
+from .package_schema import SchemaError, check_package_config, quote
 from .pipeline import ImagePipeline
 
 CONFIG_FILE = 'config.json'
@@ -57,6 +59,8 @@ INJECTED_HEAD_ARGS = dict(rpn_head=('train_cfg', 'test_cfg'), roi_head=('train_c
 #: the probe image every loaded task must give finite outputs on (height, width): small, so that its resize steps
 #: scale it up to the size the task tests at
 PROBE_SIZE = (64, 64)
+#: the RPN proposals a two-stage detector's probe runs its RoI heads on
+PROBE_PROPOSALS = 16
 
 PathLike = Union[str, Path]
 
@@ -194,7 +198,7 @@ def read_package_config(package: PathLike) -> tuple:
         raise AdapterFileError(f'{path}: not valid JSON ({e}); a package config is JSON data, export the '
                                'package again') from e
     except DataError as e:
-        raise AdapterFileError(f'{shorten(str(e), 600)}; export the package again') from e
+        raise AdapterFileError(f'{short_text(str(e), 600)}; export the package again') from e
     if not (isinstance(data, dict) and set(data) == {'task_id', 'config'} and isinstance(data['task_id'], str)
             and TASK_ID.fullmatch(data['task_id']) and isinstance(data['config'], dict)):
         shape = sorted(map(quote, data))[:8] if isinstance(data, dict) else type(data).__name__
@@ -299,7 +303,7 @@ def probe_task(model: nn.Module) -> None:
     kernels are finite, a head weight of 3e38). The probe is a seeded noise image through the task's own test
     pipeline, data preprocessor, raw forward and prediction."""
     image = np.random.default_rng(0).integers(0, 256, (*PROBE_SIZE, 3), dtype=np.uint8)
-    with DefaultScope.overwrite_default_scope(model.cfg.default_scope):
+    with DefaultScope.overwrite_default_scope(model.cfg.default_scope), few_proposals(model):
         batch = model.data_preprocessor(pseudo_collate([ImagePipeline(model.cfg).from_array(image)]), False)
         for mode in ('routing', 'merged'):
             if mode == 'merged':
@@ -310,6 +314,23 @@ def probe_task(model: nn.Module) -> None:
             finally:
                 if mode == 'merged':
                     model.backbone.unmerge_adapters()
+
+
+@contextmanager
+def few_proposals(model: nn.Module):
+    """A two-stage detector's raw forward (``mode='tensor'``) runs every RoI head, masks included, on all of
+    the RPN's proposals (1,000: a minute on 2 CPU cores); the probe checks the same layers on
+    :data:`PROBE_PROPOSALS` of them."""
+    cfg = getattr(getattr(model, 'rpn_head', None), 'test_cfg', None)
+    if cfg is None or 'max_per_img' not in cfg:
+        yield
+        return
+    kept = cfg.max_per_img
+    cfg.max_per_img = min(kept, PROBE_PROPOSALS)
+    try:
+        yield
+    finally:
+        cfg.max_per_img = kept
 
 
 def restore_tuples(value):

@@ -154,7 +154,7 @@ def applies(backbone: str, method: str) -> bool:
     """Whether ``method`` applies to ``backbone``: the adapter's own rule, which refuses a method that needs a
     target group the backbone lacks (attention methods on a CNN) and lets PETAH be conv LoRA alone there."""
     try:
-        _weightless_backbone(backbone)._fit_plan(build_plan(**METHODS[method]))
+        _weightless_backbone(backbone).fit_plan(build_plan(**METHODS[method]))
     except KeyError:
         return False
     return True

@@ -16,6 +16,7 @@ from petah_mm.adapters import AdapterFileError
 from petah_mm.datasets import make_toy_backbone
 from petah_mm.deploy import (MultiTaskModel, build_task_model, export_merged, export_shared_backbone,
                              export_task_package, load_task_package, predict, publish_checkpoint)
+from petah_mm.deploy.packages import PROBE_PROPOSALS
 from petah_mm.models import PETAHEfficientFormer
 from helpers import CLS_TOY, TOY_DATA, assert_close_scaled, reduction_length, run_process
 from helpers.task_models import TOY_CONFIGS, outputs, trained_model
@@ -73,6 +74,8 @@ def test_task_package_roundtrip(workspace, task, tmp_path):
     assert sizes['adapter'] == (tmp_path / task / 'adapter.safetensors').stat().st_size
     export_shared_backbone(model, tmp_path / 'backbone.safetensors')
     loaded = load_task_package(tmp_path / task, tmp_path / 'backbone.safetensors')
+    if task == 'det':  # the load's probe ran the RoI heads on a few proposals only, and gave the rest back
+        assert loaded.rpn_head.test_cfg.max_per_img == model.rpn_head.test_cfg.max_per_img > PROBE_PROPOSALS
     assert_same(predict(loaded, image), predict(model, image))
     with pytest.raises(FileExistsError):
         export_task_package(model, cfg, tmp_path / task)
