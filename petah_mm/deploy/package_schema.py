@@ -346,6 +346,8 @@ LOSS_WEIGHT = Float(0, 1e4)
 FLOATS = Seq(Float(-1e4, 1e4), 1, 4)
 MEAN_STD = Seq(Float(-1e4, 1e4), 1, 4)
 STRIDES = Seq(Int(1, 128), 1, 8)
+#: the strides of feature maps in pixels, fractional behind a ViT's simple pyramid (14-px patches x 4: 3.5)
+MAP_STRIDES = Seq(Float(0.5, 256), 1, 8)
 COUNT = Int(-1, 100000)
 NORM = Node('norm')
 ACT = Either((NONE, Node('act')))
@@ -479,7 +481,13 @@ _slot('fpn_neck', {
                                    upsample_cfg=Record(dict(mode=Enum(('nearest', 'bilinear')),
                                                             scale_factor=Int(1, 8), align_corners=ALIGN))),
                     scopes=('mmdet', 'mmseg')),
+    # ViTDet's simple feature pyramid: one map rescaled by each factor (configs/real/_base_/dinov2-vit-s14.py)
+    'mmseg.MultiLevelNeck': TypeSpec('MODELS', args(NO_INIT, in_channels=CHANNEL_LIST, out_channels=CHANNELS,
+                                                    scales=Seq(Float(0.125, 8), 1, 8),
+                                                    norm_cfg=Either((NONE, NORM)), act_cfg=ACT)),
 })
+#: a neck, or necks run in turn (mmengine builds a list as nn.Sequential): a simple pyramid, then an FPN
+NECKS = Either((Node('fpn_neck'), Seq(Node('fpn_neck'), 1, 4)))
 _slot('decode_head', {
     'FPNHead': TypeSpec('MODELS', args(NO_INIT, CONV_CFGS, in_channels=Either((CHANNELS, CHANNEL_LIST)),
                                        in_index=INDEX_OR_INDICES, feature_strides=STRIDES, channels=CHANNELS,
@@ -514,9 +522,9 @@ _slot('det_loss', {
                                   eps=Float(0, 1)), scopes=('mmdet', )) for n in ('GIoULoss', 'IoULoss')},
 })
 _slot('anchor_generator', {
-    'AnchorGenerator': TypeSpec('TASK_UTILS', dict(strides=STRIDES, ratios=Seq(Float(1e-3, 1e3), 1, 8),
+    'AnchorGenerator': TypeSpec('TASK_UTILS', dict(strides=MAP_STRIDES, ratios=Seq(Float(1e-3, 1e3), 1, 8),
                                                    scales=Either((NONE, Seq(Float(1e-3, 1e3), 1, 8))),
-                                                   base_sizes=Either((NONE, STRIDES)), scale_major=BOOL,
+                                                   base_sizes=Either((NONE, MAP_STRIDES)), scale_major=BOOL,
                                                    octave_base_scale=Either((NONE, Int(1, 64))),
                                                    scales_per_octave=Either((NONE, Int(1, 8))),
                                                    centers=NONE, center_offset=RATE), scopes=('mmdet', )),
@@ -551,7 +559,7 @@ _slot('rpn_head', {
 ROI_EXTRACTOR = Node('roi_extractor')
 _slot('roi_extractor', {
     'SingleRoIExtractor': TypeSpec('MODELS', args(NO_INIT, roi_layer=Node('roi_layer'), out_channels=CHANNELS,
-                                                  featmap_strides=STRIDES, finest_scale=Int(1, 1024)),
+                                                  featmap_strides=MAP_STRIDES, finest_scale=Int(1, 1024)),
                                    scopes=('mmdet', )),
 })
 BBOX_HEAD = Node('bbox_head')
@@ -598,11 +606,11 @@ _slot('model', {
                                                neck=Either((NONE, Node('cls_neck'))), head=Node('cls_head'),
                                                data_preprocessor=Node('data_preprocessor'), pretrained=NO_WEIGHTS),
                                 scopes=('mmpretrain', ), required=('backbone', 'head')),
-    'EncoderDecoder': TypeSpec('MODELS', args(NO_INIT, backbone=Node('backbone'), neck=Either((NONE, Node('fpn_neck'))),
+    'EncoderDecoder': TypeSpec('MODELS', args(NO_INIT, backbone=Node('backbone'), neck=Either((NONE, NECKS)),
                                               decode_head=Node('decode_head'), test_cfg=SEG_TEST_CFG,
                                               data_preprocessor=Node('data_preprocessor'), pretrained=NO_WEIGHTS),
                                scopes=('mmseg', ), required=('backbone', 'decode_head')),
-    'CascadeRCNN': TypeSpec('MODELS', args(NO_INIT, backbone=Node('backbone'), neck=Node('fpn_neck'),
+    'CascadeRCNN': TypeSpec('MODELS', args(NO_INIT, backbone=Node('backbone'), neck=NECKS,
                                            rpn_head=Node('rpn_head'), roi_head=Node('roi_head'),
                                            test_cfg=Record(dict(rpn=RPN_TEST, rcnn=RCNN_TEST),
                                                            required=('rpn', 'rcnn')),

@@ -1,5 +1,6 @@
-"""Train and evaluate the real dense tasks with a frozen, a PETAH-2 and a fully fine-tuned EfficientNet-Lite0:
-does PETAH adapt the pretrained backbone to detection and segmentation? (docs/real_data.md)
+"""Train and evaluate the real dense tasks on two pretrained backbones, EfficientNet-Lite0 (frozen, PETAH-2, full
+fine-tuning) and the DINOv2 ViT-S/14 behind a simple feature pyramid (the same, and attention fine-tuning): does PETAH
+adapt a pretrained backbone to detection and segmentation? (docs/real_data.md)
 
     python tools/analysis_tools/dense_study.py --quick      # the tests' path: tiny data, a few iterations
     python tools/analysis_tools/dense_study.py              # the configs' own schedules on 256 / 64 images
@@ -15,9 +16,10 @@ Runs append to ``WORK_DIR/runs.jsonl``, so an interrupted study resumes where it
 Output in WORK_DIR: ``dense_study.json`` (every run) and ``dense_study.md`` (bbox / segm mAP, mIoU, trainable
 parameters, training time).
 """
+import itertools
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -29,12 +31,19 @@ from petah_mm.tools.study_cli import parse_study_args, study_setup
 from petah_mm.utils import write_bytes_atomic
 
 REPO = Path(__file__).resolve().parents[2]
-#: task -> its configs/real config, per method
+#: task -> backbone -> its configs/real config, per method
 TASKS = {
-    'cascade-mask-rcnn': 'configs/real/cascade-mask-rcnn_tf-efficientnet-lite0-{method}_fpn_animal-silhouettes.py',
-    'semantic-fpn': 'configs/real/fpn_tf-efficientnet-lite0-{method}_animal-silhouettes.py',
+    'cascade-mask-rcnn': {
+        'tf-efficientnet-lite0':
+        'configs/real/cascade-mask-rcnn_tf-efficientnet-lite0-{method}_fpn_animal-silhouettes.py',
+        'dinov2-vit-s14': 'configs/real/cascade-mask-rcnn_dinov2-vit-s14-{method}_simple-fpn_animal-silhouettes.py'},
+    'semantic-fpn': {
+        'tf-efficientnet-lite0': 'configs/real/fpn_tf-efficientnet-lite0-{method}_animal-silhouettes.py',
+        'dinov2-vit-s14': 'configs/real/fpn_dinov2-vit-s14-{method}_simple-fpn_animal-silhouettes.py'},
 }
-METHODS = ('frozen', 'petah2', 'full')
+#: backbone -> the methods run on it (attention fine-tuning needs attention)
+METHODS = {'tf-efficientnet-lite0': ('frozen', 'petah2', 'full'),
+           'dinov2-vit-s14': ('frozen', 'attn-ft', 'petah2', 'full')}
 #: the method whose checkpoints are kept (the model zoo's released tasks)
 KEPT = 'petah2'
 #: the metrics of each task in the table, as the libraries' evaluators name them
@@ -48,11 +57,12 @@ class Profile:
     #: per task, the config settings (``train_cfg`` and ``param_scheduler``) that replace the config's schedule
     #: (None: the config's own)
     schedules: Optional[Dict[str, dict]] = None
-    methods: Tuple[str, ...] = METHODS
+    #: backbone -> methods
+    methods: Dict[str, Tuple[str, ...]] = field(default_factory=lambda: dict(METHODS))
 
 
 PROFILES = {
-    'quick': Profile(num_train=4, num_val=2, methods=(KEPT, ), schedules={
+    'quick': Profile(num_train=4, num_val=2, methods=dict.fromkeys(METHODS, (KEPT, )), schedules={
         'cascade-mask-rcnn': dict(train_cfg=dict(max_epochs=1), param_scheduler=[]),
         'semantic-fpn': dict(train_cfg=dict(max_iters=2), param_scheduler=[])}),
     # the silhouette set's default size and the configs' own schedules (Cascade: 12 epochs, what tools/main_job.py
@@ -66,13 +76,21 @@ PROFILES = {
 }
 
 
-def config_path(task: str, method: str) -> Path:
-    return REPO / TASKS[task].format(method=method)
+def config_path(task: str, method: str, backbone: str = 'tf-efficientnet-lite0') -> Path:
+    return REPO / TASKS[task][backbone].format(method=method)
 
 
-def run_config(task: str, method: str, profile: Profile, data_root: Path, work_dir: Path) -> Config:
-    """The configs/real config of this task and method, on ``data_root``, without validation while training."""
-    cfg = Config.fromfile(str(config_path(task, method)))
+def run_name(task: str, method: str, backbone: str) -> str:
+    """``task_method`` for EfficientNet-Lite0 (the names of the first studies' runs, which a study resumes),
+    ``task_backbone_method`` for the others."""
+    return f'{task}_{method}' if backbone == 'tf-efficientnet-lite0' else f'{task}_{backbone}_{method}'
+
+
+def run_config(task: str, method: str, profile: Profile, data_root: Path, work_dir: Path,
+               backbone: str = 'tf-efficientnet-lite0') -> Config:
+    """The configs/real config of this task, backbone and method, on ``data_root``, without validation while
+    training."""
+    cfg = Config.fromfile(str(config_path(task, method, backbone)))
     root = str(data_root).rstrip('/') + '/'
     for loader in ('train_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = root
@@ -95,6 +113,16 @@ def run_config(task: str, method: str, profile: Profile, data_root: Path, work_d
     return cfg
 
 
+def task_metrics(metrics: Dict[str, float], task: str) -> Dict[str, float]:
+    """The table's metrics of one evaluation. mmdet's CocoMetric returns none when the detector predicted no box
+    on any image (it logs "The testing results of the whole dataset is empty"): its AP is then 0, recorded as such
+    with ``no_predictions``."""
+    names = METRICS[task]
+    if task == 'cascade-mask-rcnn' and not any(name in metrics for name in names):
+        return dict(dict.fromkeys(names, 0.0), no_predictions=True)
+    return {name: float(metrics[name]) for name in names}
+
+
 def train_and_evaluate(cfg: Config, task: str) -> dict:
     """Train through the Runner, evaluate on the validation split; metrics, trainable parameters, minutes."""
     runner = Runner.from_cfg(cfg)
@@ -106,7 +134,7 @@ def train_and_evaluate(cfg: Config, task: str) -> dict:
     result = dict(backbone_params=sum(model.backbone.trainable_by_group().values()),
                   trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
                   train_min=round(train_min, 2), test_min=round((time.perf_counter() - start) / 60 - train_min, 2),
-                  metrics={name: float(metrics[name]) for name in METRICS[task]})
+                  metrics=task_metrics(metrics, task))
     checkpoint = Path(cfg.work_dir) / 'last_checkpoint'
     if cfg.default_hooks.checkpoint is not None and checkpoint.exists():
         result['checkpoint'] = checkpoint.read_text().strip()
@@ -120,27 +148,29 @@ def run_study(profile: Profile, work_dir: Path) -> dict:
     done = {}
     if log.exists():
         done = {record['name']: record for record in map(json.loads, log.read_text().splitlines())}
-    for task in TASKS:
-        for method in profile.methods:
-            name = f'{task}_{method}'
+    for task, (backbone, methods) in itertools.product(TASKS, profile.methods.items()):
+        for method in methods:
+            name = run_name(task, method, backbone)
             if name in done:
                 continue
-            cfg = run_config(task, method, profile, data_root, work_dir / 'runs' / name)
-            done[name] = dict(name=name, task=task, method=method, config=str(config_path(task, method).relative_to(
-                REPO)), **train_and_evaluate(cfg, task))
+            cfg = run_config(task, method, profile, data_root, work_dir / 'runs' / name, backbone)
+            done[name] = dict(name=name, task=task, backbone=backbone, method=method,
+                              config=str(config_path(task, method, backbone).relative_to(REPO)),
+                              **train_and_evaluate(cfg, task))
             write_bytes_atomic(log, ''.join(json.dumps(r) + '\n' for r in done.values()).encode(), force=True)
     return dict(profile=asdict(profile), runs=list(done.values()))
 
 
 def markdown(runs: List[dict]) -> str:
-    lines = ['| task | method | bbox mAP | segm mAP | mIoU (%) | trainable backbone params | trainable params '
-             '(with neck and heads) | train (min) |', '|---|---|---|---|---|---|---|---|']
+    lines = ['| task | backbone | method | bbox mAP | segm mAP | mIoU (%) | trainable backbone params '
+             '| trainable params (with neck and heads) | train (min) |', '|---|---|---|---|---|---|---|---|---|']
     for run in runs:
         metrics = run['metrics']
         cells = [f'{metrics[name]:.3f}' if name in metrics else '–' for name in METRICS['cascade-mask-rcnn']]
         cells.append(f'{metrics["mIoU"]:.1f}' if 'mIoU' in metrics else '–')
-        lines.append(f'| {run["task"]} | {run["method"]} | {" | ".join(cells)} | {run["backbone_params"]:,} | '
-                     f'{run["trainable_params"]:,} | {run["train_min"]:.1f} |')
+        backbone = run.get('backbone', 'tf-efficientnet-lite0')  # the first studies' runs name none
+        lines.append(f'| {run["task"]} | {backbone} | {run["method"]} | {" | ".join(cells)} | '
+                     f'{run["backbone_params"]:,} | {run["trainable_params"]:,} | {run["train_min"]:.1f} |')
     return '\n'.join(lines) + '\n'
 
 

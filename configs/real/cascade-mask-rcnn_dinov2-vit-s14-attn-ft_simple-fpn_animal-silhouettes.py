@@ -1,0 +1,6 @@
+# Cascade Mask R-CNN, DINOv2 ViT-S/14 + simple feature pyramid, animal silhouettes: attention fine-tuning (the paper's
+# ATTN FT: the 12 blocks' qkv and proj train, at 0.1x the LR of the neck and heads, as full fine-tuning).
+_base_ = './cascade-mask-rcnn_dinov2-vit-s14-petah2_simple-fpn_animal-silhouettes.py'
+
+model = dict(backbone=dict(adapter=dict(method='attn_ft')))
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=0.1)}))
