@@ -38,11 +38,17 @@ from .methods import AdapterPlan, build_plan
 OUTPUT_NORM = re.compile(r'norm\d+')
 
 
-def adapter_record(cfg: dict) -> dict:
-    """One group's adapter config as a file records it: type, rank, alpha, then the factorization's settings."""
+def adapter_record(cfg: dict, layer_ranks: Optional[Dict[str, int]] = None) -> dict:
+    """One group's adapter config as a file records it: type, rank, alpha, then the factorization's settings; with
+    per-layer ranks, rank None, alpha None where it is each layer's rank, and ``layer_ranks`` (layer -> rank) last.
+    A uniform-rank record is the one files had before per-layer ranks existed."""
     settings = factorization_class(cfg['type']).settings()
-    return dict(type=cfg['type'], rank=cfg['rank'], alpha=float(cfg['rank'] if cfg['alpha'] is None else cfg['alpha']),
-                **{key: cfg.get(key, default) for key, default in settings.items()})
+    alpha = cfg['rank'] if cfg['alpha'] is None else cfg['alpha']
+    record = dict(type=cfg['type'], rank=cfg['rank'], alpha=None if alpha is None else float(alpha),
+                  **{key: cfg.get(key, default) for key, default in settings.items()})
+    if layer_ranks is not None:
+        record['layer_ranks'] = dict(layer_ranks)
+    return record
 
 
 class AdaptedBackboneMixin(NormEvalMixin):
@@ -205,16 +211,22 @@ class AdaptedBackboneMixin(NormEvalMixin):
         return fingerprint(self.shared_state_dict().items())
 
     def adapter_metadata(self) -> dict:
-        """What an adapter file records and loading checks: per group the factorization, its rank and alpha
-        and every setting of its own, defaults included (a file says what it holds, whatever the defaults
-        become)."""
+        """What an adapter file records and loading checks: per group the factorization, its rank (or each
+        layer's) and alpha and every setting of its own, defaults included (a file says what it holds, whatever the
+        defaults become)."""
         return dict(
             backbone=type(self).__name__,
             arch=self.arch_name,
             method=self.adapter_plan.method,
-            adapters={group: adapter_record(cfg) for group, cfg in self.adapter_plan.adapters.items()},
+            adapters={group: adapter_record(cfg, self.group_layer_ranks(group))
+                      for group, cfg in self.adapter_plan.adapters.items()},
             dropout=self.adapter_cfg.get('dropout', 0.),
             layout=ADAPTER_LAYOUT)
+
+    def group_layer_ranks(self, group: str) -> Optional[Dict[str, int]]:
+        """The per-layer ranks of ``group``'s adapted layers, or None for the group's one rank."""
+        ranks = self.adapter_plan.layer_ranks
+        return None if ranks is None else {name: ranks[name] for name in self.adapted_groups[group]}
 
     def unadapted_by_layout(self, layout: int) -> Dict[str, AdaptedLayerMixin]:
         """The adapted layers that a file of adapter ``layout`` (:data:`.io.ADAPTER_LAYOUT`) holds no tensors

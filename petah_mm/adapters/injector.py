@@ -30,14 +30,44 @@ def resolve_targets(model: nn.Module, targets: Targets, group: str, method: str)
 
 
 def inject_adapters(model: nn.Module, targets: Targets, plan: AdapterPlan) -> Dict[str, List[str]]:
-    """Replace every targeted layer by its adapted twin; returns group -> adapted module names."""
-    adapted = {}
+    """Replace every targeted layer by its adapted twin; returns group -> adapted module names.
+
+    Per-layer ranks (``plan.layer_ranks``) must name exactly the targeted layers: checked before any layer
+    changes, so a stale or foreign rank table never adapts a model partly."""
+    adapted = {group: resolve_targets(model, targets, group, plan.method) for group in plan.adapters}
+    if plan.needs_ranks:
+        raise ValueError(f'adapter.budget={plan.budget!r} gives each layer a rank measured on data, but the config '
+                         'has no adapter.layer_ranks yet: run python tools/analysis_tools/allocate_ranks.py CONFIG '
+                         '--out NEW_CONFIG.py and use NEW_CONFIG.py')
+    if plan.layer_ranks is not None:
+        check_layer_names(plan.layer_ranks, adapted)
     for group, adapter_cfg in plan.adapters.items():
-        names = resolve_targets(model, targets, group, plan.method)
-        for name in names:
-            replace_module(model, name, adapt_layer(name, model.get_submodule(name), adapter_cfg))
-        adapted[group] = names
+        for name in adapted[group]:
+            cfg = adapter_cfg if plan.layer_ranks is None else dict(adapter_cfg, rank=plan.layer_ranks[name])
+            try:
+                layer = adapt_layer(name, model.get_submodule(name), cfg)
+            except ValueError as e:
+                if plan.layer_ranks is None:
+                    raise
+                raise ValueError(f'adapter.layer_ranks[{name!r}]={cfg["rank"]}: {e}') from e
+            replace_module(model, name, layer)
     return adapted
+
+
+def check_layer_names(layer_ranks: Dict[str, int], adapted: Dict[str, List[str]]) -> None:
+    """Every adapted layer has a rank and every rank an adapted layer, or a ValueError naming the first that does
+    not."""
+    names = [name for group in adapted.values() for name in group]
+    known = set(names)
+    unknown = [name for name in layer_ranks if name not in known]
+    if unknown:
+        raise ValueError(f'adapter.layer_ranks[{unknown[0]!r}]: no adapted layer of this backbone has that name '
+                         f'({len(unknown)} unknown; adapted layers: {", ".join(names[:3])}, ...); the ranks were '
+                         'allocated for another backbone or targets: run tools/analysis_tools/allocate_ranks.py again')
+    missing = [name for name in names if name not in layer_ranks]
+    if missing:
+        raise ValueError(f'adapter.layer_ranks has no rank for the adapted layer {missing[0]!r} ({len(missing)} '
+                         'missing); every adapted layer needs one: run tools/analysis_tools/allocate_ranks.py again')
 
 
 def adapted_layers(model: nn.Module) -> Dict[str, AdaptedLayerMixin]:

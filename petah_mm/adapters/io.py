@@ -48,13 +48,31 @@ def check_adapter(path, tensors: Dict[str, torch.Tensor], meta: Dict[str, object
 
 
 def differing_settings(found, expected) -> str:
-    """`` (attn.factor: 4 in the file, -1 in the model)`` for two ``adapters`` records, else ''."""
+    """`` (attn.factor: 4 in the file, -1 in the model)`` for two ``adapters`` records, else ''; per-layer ranks
+    name the layers that differ (`` (conv.layer_ranks['stem.conv']: 3 in the file, 2 in the model)``)."""
     if not (isinstance(found, dict) and isinstance(expected, dict)):
         return ''
-    diffs = [f'{group}.{key}: {(found.get(group) or {}).get(key)!r} in the file, {cfg.get(key)!r} in the model'
-             for group, cfg in expected.items() if isinstance(cfg, dict)
-             for key in cfg if (found.get(group) or {}).get(key) != cfg.get(key)]
+    diffs = []
+    for group, cfg in expected.items():
+        if not isinstance(cfg, dict):
+            continue
+        own = found.get(group) if isinstance(found.get(group), dict) else {}
+        for key in [*cfg, *(k for k in own if k not in cfg)]:
+            if own.get(key) == cfg.get(key):
+                continue
+            if key == 'layer_ranks' and isinstance(own.get(key), dict) and isinstance(cfg.get(key), dict):
+                diffs += layer_rank_diffs(group, own[key], cfg[key])
+            else:
+                diffs.append(f'{group}.{key}: {own.get(key)!r} in the file, {cfg.get(key)!r} in the model')
     return f' ({"; ".join(diffs)})' if diffs else ''
+
+
+def layer_rank_diffs(group: str, found: dict, expected: dict, shown: int = 3) -> list:
+    """The first ``shown`` layers whose rank differs (absent: None), and how many more do."""
+    names = [*expected, *(name for name in found if name not in expected)]
+    diffs = [f'{group}.layer_ranks[{name!r}]: {found.get(name)!r} in the file, {expected.get(name)!r} in the model'
+             for name in names if found.get(name) != expected.get(name)]
+    return diffs[:shown] + ([f'{len(diffs) - shown} more layers of {group} differ'] if len(diffs) > shown else [])
 
 
 def file_layout(path, meta: Dict[str, object]) -> int:

@@ -168,7 +168,8 @@ class Either(Spec):
             except SchemaError as e:
                 errors.append((option, e))
         # a dict or list refused by the one option of its kind: that option's error names the deeper key
-        same_kind = [e for option, e in errors if isinstance(value, dict) and isinstance(option, (Node, Record))
+        same_kind = [e for option, e in errors
+                     if isinstance(value, dict) and isinstance(option, (Node, Record, NameTable))
                      or isinstance(value, (list, tuple)) and isinstance(option, Seq)]
         if len(same_kind) == 1:
             raise same_kind[0]
@@ -215,6 +216,26 @@ class Record(Spec):
 
     def describe(self):
         return f'a dict with keys from {sorted(self.fields)}'
+
+
+@dataclass(frozen=True)
+class NameTable(Spec):
+    """A dict from module names (dotted identifiers, as ``named_modules`` gives them) to values of one spec: the
+    per-layer ranks of ``petah-budget``. The names reach no library: the backbone matches them to its own layers."""
+    value: Spec
+    high: int = 4096
+
+    def check(self, value, key, scope):
+        if not isinstance(value, dict) or not 1 <= len(value) <= self.high:
+            raise SchemaError(key, value, f'must be a dict of 1 to {self.high} layer names')
+        for name, item in value.items():
+            if not (isinstance(name, str) and 0 < len(name) <= 256
+                    and all(part.isidentifier() or part.isdigit() for part in name.split('.'))):
+                raise SchemaError(key_of(key, name), item, 'is not a layer name (dotted identifiers and indices)')
+            self.value.check(item, key_of(key, name), scope)
+
+    def describe(self):
+        return f'a dict of layer names to {self.value.describe()}'
 
 
 @dataclass(frozen=True)
@@ -358,10 +379,13 @@ META_KEYS = Seq(Enum(('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_fac
                       'pad_shape', 'reduce_zero_label', 'sample_idx', 'ori_filename', 'filename', 'gt_label',
                       'num_classes', 'keep_ratio')), 1, 16)
 ADAPTER_RANK = Int(1, 1024)
-ADAPTER = Either((Enum(('frozen', 'full', 'attn-ft', 'lora-attn-r8', 'lora-attn-r16', 'lora-attn-mlp-r8', 'petah1',
-                        'petah2', 'petah2-dora', 'petah2-lokr')),
+_PRESETS = ('frozen', 'full', 'attn-ft', 'lora-attn-r8', 'lora-attn-r16', 'lora-attn-mlp-r8', 'petah1', 'petah2',
+            'petah2-dora', 'petah2-lokr')
+ADAPTER = Either((Enum(_PRESETS),
                   Record(dict(method=Enum(('frozen', 'full', 'attn_ft', 'lora_attn', 'lora_attn_mlp', 'petah')),
-                              rank=ADAPTER_RANK, conv_rank=Either((NONE, ADAPTER_RANK)),
+                              rank=Either((NONE, ADAPTER_RANK)), conv_rank=Either((NONE, ADAPTER_RANK)),
+                              layer_ranks=Either((NONE, NameTable(ADAPTER_RANK))),
+                              budget=Either((NONE, Enum(_PRESETS), Int(1, 10**9))),
                               alpha=Either((NONE, Float(1e-6, 1e6))), dropout=Float(0, 0.999),
                               factorization=Enum(('lora', 'dora', 'loha', 'lokr')), factor=Int(-1, 1024)),
                          required=('method', ))))

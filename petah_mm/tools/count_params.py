@@ -8,14 +8,18 @@ Only the backbone is built (no weights are downloaded): the target groups it fou
 discovered) are listed, then the trainable parameters per adapter group (attention LoRA, MLP
 LoRA, conv LoRA; or the config's factorization, with its own settings) and ``other`` (backbone
 weights that train themselves, as in attention or full fine-tuning). The task-owned output norms
-train too, but are stored with the heads.
+train too, but are stored with the heads. A config with per-layer ranks (``adapter.layer_ranks``, written by
+``allocate_ranks.py``) also gets one line per adapted layer: its group, rank and parameters, and its budget.
+
+The tables leave out presets whose ranks are measured on data (``petah-budget``): they have a count on a backbone
+and a data set only, which ``allocate_ranks.py`` prints.
 """
 import argparse
 
 from mmengine.config import Config, DictAction
 from mmengine.registry import MODELS, DefaultScope
 
-from petah_mm.adapters import PRESETS, preset
+from petah_mm.adapters import PRESETS, adapted_layers, build_plan, preset
 from petah_mm.models import build_backbone_from_config
 
 # The paper's "#Params" (Table 3 for L7/L3, Table 9 for L1), in millions; None = not reported.
@@ -65,13 +69,35 @@ def report(backbone) -> str:
     lines += [f'{"total, heads excluded":<36}{total:>14,}',
               f'{"output norms (with heads)":<36}{backbone.trainable_output_norms():>14,}',
               f'{"frozen (shared)":<36}{frozen:>14,}']
+    if backbone.adapter_plan.layer_ranks is not None:
+        lines += ['', layer_rank_table(backbone)]
     return '\n'.join(lines)
+
+
+def layer_rank_table(backbone) -> str:
+    """One line per adapted layer (layer, group, rank, parameters), then the total against the budget."""
+    ranks, layers = backbone.adapter_plan.layer_ranks, adapted_layers(backbone)
+    width = max(map(len, ranks)) + 2
+    lines = [f'{"layer":<{width}}{"group":<8}{"rank":>6}{"params":>10}']
+    for group, names in backbone.adapted_groups.items():
+        lines += [f'{name:<{width}}{group:<8}{ranks[name]:>6}'
+                  f'{sum(p.numel() for p in layers[name].adapter.parameters()):>10,}' for name in names]
+    budget = backbone.adapter_plan.budget
+    if isinstance(budget, int):
+        total = sum(backbone.trainable_by_group().values())
+        lines.append(f'{total:,} of a budget of {budget:,} parameters ({total / budget - 1:+.2%})')
+    return '\n'.join(lines)
+
+
+def counted_presets():
+    """The presets whose count is one of the backbone alone: not those whose ranks are measured on data."""
+    return [name for name in PRESETS if not build_plan(**preset(name)).needs_ranks]
 
 
 def paper_table_rows():
     """The paper's methods in its order, then every other preset that trains something (PETAH-2 with the
     other factorizations), with '-' for the paper's value."""
-    return list(PAPER) + [name for name in PRESETS if name not in PAPER and name != 'frozen']
+    return list(PAPER) + [name for name in counted_presets() if name not in PAPER and name != 'frozen']
 
 
 def paper_table(out_indices) -> str:
@@ -90,15 +116,20 @@ def paper_table(out_indices) -> str:
 
 def families_table() -> str:
     """Trainable backbone parameters of every family under every preset; '-' where a method does not apply."""
-    rows = ['| family | ' + ' | '.join(PRESETS) + ' |', '|---' * (len(PRESETS) + 1) + '|']
+    names = counted_presets()
+    rows = ['| family | ' + ' | '.join(names) + ' |', '|---' * (len(names) + 1) + '|']
     for family, backbone_cfg in FAMILIES.items():
         cells = []
-        for name in PRESETS:
+        for name in names:
             try:
                 cells.append(f'{trainable(build_backbone(backbone_cfg, preset(name))) / 1e6:.3f}M')
             except KeyError:  # e.g. LoRA on the attention of a CNN, or MLP LoRA without MLP linears
                 cells.append('-')
         rows.append(f'| {family} | ' + ' | '.join(cells) + ' |')
+    skipped = [name for name in PRESETS if name not in names]
+    if skipped:
+        rows += ['', f'Not counted here: {", ".join(skipped)}, whose ranks are measured on a backbone and its data '
+                 '(tools/analysis_tools/allocate_ranks.py prints their count).']
     return '\n'.join(rows)
 
 

@@ -36,14 +36,20 @@ ViT-S/14 at 112 px 1.6 s per step (petah2) and 2.15 s (full), an eval forward of
 and 1.7 s (full), a Lite0 step as 0.25 s. (Single-thread CPU seconds, measured earlier at a load of 6-7, agree:
 ViT 3.1 s / 3.9 s, Lite0 0.42 s / 0.40 s.) The default profile:
 
-* Lite0 on animal and animal-plain: frozen (cached, both inits), petah2, petah8 and full, full also from random
-  weights: 8 trained rows, 48 Runner runs (LR grid of 2, full's of 3; 2 selection seeds, 3 seeds in all);
-* ViT-S/14 on animal: frozen (cached, both inits), petah2 and full: 10 Runner runs;
+* Lite0 on animal and animal-plain: frozen (cached, both inits), petah2, petah8, petah-budget and full, full also
+  from random weights: 10 trained rows, 58 Runner runs (LR grid of 2, full's of 3; 2 selection seeds, 3 seeds in
+  all);
+* ViT-S/14 on animal: frozen (cached, both inits), petah2, petah-budget and full: 15 Runner runs;
 * 50 / 20 / 40 images per class (train / val / test), 5 epochs of batch 32: 80 steps per run.
 
-Estimate: 48 x 80 x 0.25 s = 16 min (Lite0) + 5 x 80 x 1.3 s + 5 x 80 x 1.7 s = 20 min (ViT) + ~8 min of
-evaluation (ViT: ~12 s per run), feature caching (4 ViT backbones x 1,600 images, ~2 min), data generation and
-model builds = **~44 min** on 2 quiet cores (an estimate, not a measurement). The ViT's full fine-tuning from random
+``petah-budget`` (docs/petah_budget.md) spends PETAH-2's trainable parameter count on per-layer ranks, measured
+once per backbone, data set and init from the loss gradient on RANK_IMAGES training images (cached in
+``WORK_DIR/ranks/``); its runs and rows record the ranks' digest and the budget beside the parameters they spent.
+
+Estimate: 58 x 80 x 0.25 s = 19 min (Lite0) + 10 x 80 x 1.3 s + 5 x 80 x 1.7 s = 29 min (ViT) + ~9 min of
+evaluation (ViT: ~12 s per run), feature caching (4 ViT backbones x 1,600 images, ~2 min), the three rank
+measurements (one pass of 256 images each), data generation and model builds = **~57 min** on 2 quiet cores (an
+estimate, not a measurement). The ViT's full fine-tuning from random
 weights (5 more runs, ~11 min) would leave too thin a margin; it is in ``--full``. ``--full`` (all three
 backbones, all three datasets, every applicable method x both inits, the default's sizes): 64 Runner runs per CNN
 and dataset (384 in all, ~2 h) and 100 ViT runs per dataset (300, ~11 h with their evaluation): **~13 hours** by the
@@ -58,7 +64,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
@@ -67,7 +73,7 @@ from mmengine.runner import Runner
 from petah_mm.adapters import PRESETS, build_plan, preset
 from petah_mm.datasets import make_animal_classification, make_animal_plain_classification, make_digit_classification
 from petah_mm.models import without_pretrained
-from petah_mm.tools import linear_probe
+from petah_mm.tools import allocate_ranks, linear_probe
 from petah_mm.tools.study_cli import parse_study_args, study_setup
 from petah_mm.utils import atomic_write, write_bytes_atomic
 
@@ -81,6 +87,9 @@ CONFIGS = {
 #: every adapter preset of the paper, plus PETAH with a higher conv rank
 METHODS = {name: preset(name) for name in PRESETS}
 METHODS['petah8'] = dict(method='petah', rank=8, conv_rank=8)
+#: per-layer ranks (``petah-budget``) are measured once per backbone, data set and init: on this many images of the
+#: run's train split, the head initialised with this seed (cached in WORK_DIR/ranks/)
+RANK_IMAGES, RANK_SEED = 256, 0
 #: dataset -> the generator of its train / val / test folders (docs/real_data.md)
 DATASETS = {'animal': make_animal_classification, 'animal-plain': make_animal_plain_classification,
             'mnist-5k': make_digit_classification}
@@ -113,7 +122,7 @@ class Profile:
 #: CNN LRs centred where the first profile's picks fell (frozen and PETAH at the top of their grids, full at the
 #: bottom); the ViT's from common DINOv2 / LoRA fine-tuning practice (AdamW; full's backbone at 0.1x); linear probing
 #: on cached features is cheap, so it gets three
-_PETAH = ('petah1', 'petah2', 'petah8', 'petah2-dora', 'petah2-lokr')
+_PETAH = ('petah1', 'petah2', 'petah8', 'petah2-dora', 'petah2-lokr', 'petah-budget')
 _GRID = {
     'frozen': (3e-3, 1e-2, 3e-2), 'full': (1e-4, 3e-4, 1e-3), 'attn-ft': (1e-4, 3e-4),
     'lora-attn-r8': (1e-3, 3e-3), 'lora-attn-r16': (1e-3, 3e-3), 'lora-attn-mlp-r8': (1e-3, 3e-3),
@@ -122,12 +131,12 @@ _GRID = {
 }
 _ALL = tuple(METHODS)
 PROFILES = {
-    'quick': Profile(dict.fromkeys(('tf-efficientnet-lite0', 'dinov2-vit-s14'), ('frozen', 'petah2')), ('animal', ),
-                     {}, seeds=1, selection_seeds=1, epochs=2, counts=(2, 1, 1),
-                     lrs={'frozen': (1e-2, ), 'petah2': (1e-3, )}),
-    # sized to ~44 min on 2 quiet cores (module docstring): 80 steps per run; the ViT on the animal set only
-    'default': Profile({'tf-efficientnet-lite0': ('frozen', 'petah2', 'petah8', 'full'),
-                        'dinov2-vit-s14': ('frozen', 'petah2', 'full')}, ('animal', 'animal-plain'),
+    'quick': Profile(dict.fromkeys(('tf-efficientnet-lite0', 'dinov2-vit-s14'), ('frozen', 'petah2', 'petah-budget')),
+                     ('animal', ), {}, seeds=1, selection_seeds=1, epochs=2, counts=(2, 1, 1),
+                     lrs={'frozen': (1e-2, ), 'petah2': (1e-3, ), 'petah-budget': (1e-3, )}),
+    # sized to ~57 min on 2 quiet cores (module docstring): 80 steps per run; the ViT on the animal set only
+    'default': Profile({'tf-efficientnet-lite0': ('frozen', 'petah2', 'petah8', 'full', 'petah-budget'),
+                        'dinov2-vit-s14': ('frozen', 'petah2', 'full', 'petah-budget')}, ('animal', 'animal-plain'),
                        {'tf-efficientnet-lite0': ('frozen', 'full'), 'dinov2-vit-s14': ('frozen', )},
                        seeds=3, selection_seeds=2, epochs=5, counts=(50, 20, 40), lrs=_GRID,
                        datasets_of={'animal-plain': ('tf-efficientnet-lite0', )}),
@@ -168,11 +177,14 @@ def config_of(backbone: str, method: str) -> Path:
 
 
 def run_config(backbone: str, method: str, init: str, lr: float, seed: int, profile: Profile, data_root: Path,
-               work_dir: Path) -> Config:
-    """The backbone's configs/real config with this run's adapter, init, LR, seed, data, schedule and stabiliser."""
+               work_dir: Path, layer_ranks: Optional[dict] = None) -> Config:
+    """The backbone's configs/real config with this run's adapter, init, LR, seed, data, schedule and stabiliser;
+    ``layer_ranks`` (an :func:`allocate_ranks.allocate` record) fills in the ranks of a budget method."""
     path = config_of(backbone, method)
     cfg = Config.fromfile(str(path))
     cfg.model.backbone.adapter = copy.deepcopy(METHODS[method])
+    if layer_ranks is not None:
+        cfg.model.backbone.adapter = copy.deepcopy(layer_ranks['adapter'])
     if init == 'random':
         cfg.model.backbone = without_pretrained(cfg.model.backbone)
     cfg.optim_wrapper.optimizer.lr = lr
@@ -194,6 +206,23 @@ def run_config(backbone: str, method: str, init: str, lr: float, seed: int, prof
     cfg.work_dir = str(work_dir)
     cfg.experiment_name = work_dir.name
     return cfg
+
+
+def needs_ranks(method: str) -> bool:
+    return build_plan(**METHODS[method]).needs_ranks
+
+
+def layer_ranks_of(backbone: str, dataset: str, init: str, method: str, profile: Profile, work_dir: Path) -> dict:
+    """The per-layer ranks of a budget method for (backbone, dataset, init), measured once on the train split with
+    RANK_SEED and cached in ``WORK_DIR/ranks/<backbone>_<dataset>_<init>.json`` (reused on resume)."""
+    path = work_dir / 'ranks' / f'{backbone}_{dataset}_{init}.json'
+    if path.exists():
+        return json.loads(path.read_text())
+    cfg = run_config(backbone, method, init, lr_grid(profile, backbone, method)[0], RANK_SEED, profile,
+                     work_dir / 'data' / dataset, work_dir / 'ranks')
+    record = allocate_ranks.allocate(cfg, images=RANK_IMAGES, seed=RANK_SEED)
+    write_bytes_atomic(path, json.dumps(record, indent=1).encode())
+    return record
 
 
 def collapsed(final_loss: float, num_classes: int) -> bool:
@@ -265,7 +294,7 @@ def summarise(rows: List[Tuple[tuple, List[dict], float]]) -> List[dict]:
             test_std=statistics.stdev(tests) if len(tests) > 1 else 0.0, seeds=len(tests), params=runs[0]['params'],
             epoch_s=statistics.mean(r['epoch_s'] for r in runs),
             collapsed=sum(r['collapsed'] for r in runs), collapsed_grid=sum(r['collapsed'] for r in every),
-            runs_grid=len(every)))
+            runs_grid=len(every), **{key: runs[0][key] for key in ('budget', 'ranks_digest') if key in runs[0]}))
     return summary
 
 
@@ -287,10 +316,13 @@ def run_study(profile: Profile, work_dir: Path) -> dict:
     def run(backbone, dataset, method, init, lr, seed, splits):
         protocol = 'stab' if profile.stabiliser else 'nostab'
         name = f'{backbone}_{dataset}_{method}_{init}_lr{lr:g}_seed{seed}_{protocol}_e{profile.epochs}'
-        cfg = run_config(backbone, method, init, lr, seed, profile, work_dir / 'data' / dataset,
-                         work_dir / 'runs' / name)
         if name not in done:
+            ranks = layer_ranks_of(backbone, dataset, init, method, profile, work_dir) if needs_ranks(method) else None
+            cfg = run_config(backbone, method, init, lr, seed, profile, work_dir / 'data' / dataset,
+                             work_dir / 'runs' / name, ranks)
             result = probe_and_evaluate(cfg, cache) if method == 'frozen' else train_and_evaluate(cfg, splits)
+            if ranks is not None:  # what the ranks are, and what they cost against the budget (PETAH-2's count)
+                result.update(ranks_digest=ranks['digest'], budget=ranks['budget'])
             num_classes = cfg.model.head.num_classes
             done[name] = dict(name=name, backbone=backbone, dataset=dataset, method=method, init=init, lr=lr,
                               seed=seed, stabiliser=profile.stabiliser, num_classes=num_classes,
@@ -315,8 +347,15 @@ def markdown(summary: List[dict]) -> str:
         lines.append(f'| {row["backbone"]} | {row["dataset"]} | {row["init"]} | {row["method"]} | {row["lr"]:g} | '
                      f'{row["test_mean"]:.1f} ± {row["test_std"]:.1f} (n={row["seeds"]}) | '
                      f'{row["collapsed"]}/{row["seeds"]}; {row["collapsed_grid"]}/{row["runs_grid"]} | '
-                     f'{row["params"]:,} | {row["epoch_s"]:.1f} |')
+                     f'{row["params"]:,}{budget_note(row)} | {row["epoch_s"]:.1f} |')
     return '\n'.join(lines) + '\n'
+
+
+def budget_note(row: dict) -> str:
+    """`` (budget 64,182, -0.02%; ranks 1a2b3c4d5e6f)`` for a row whose ranks spent a budget, else ''."""
+    if 'budget' not in row:
+        return ''
+    return f' (budget {row["budget"]:,}, {row["params"] / row["budget"] - 1:+.2%}; ranks {row["ranks_digest"]})'
 
 
 def plot(summary: List[dict], out: Path) -> None:
@@ -349,7 +388,8 @@ def plot(summary: List[dict], out: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    args = parse_study_args(__doc__, "the tests' path: Lite0 and the ViT, frozen and petah2, tiny data, 2 epochs",
+    args = parse_study_args(__doc__,
+                            "the tests' path: Lite0 and the ViT, frozen, petah2 and petah-budget, tiny data, 2 epochs",
                             'every backbone, dataset and applicable method, each also from random weights',
                             'work_dirs/transfer_study', argv,
                             switches={'--no-stabiliser': 'no gradient clipping and no warmup (both tables, if the '

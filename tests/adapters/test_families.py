@@ -8,7 +8,7 @@ import torch
 from mmengine.optim import OptimWrapper
 from mmengine.registry import DefaultScope
 
-from petah_mm.adapters import PRESETS, AdaptedBackboneMixin, adapted_layers, is_adapter_key, preset
+from petah_mm.adapters import PRESETS, AdaptedBackboneMixin, adapted_layers, build_plan, is_adapter_key, preset
 from petah_mm.adapters.discovery import discover_groups
 from petah_mm.deploy.merged import merged_state_dict
 from petah_mm.testing import randomise_adapters
@@ -171,7 +171,18 @@ def test_vit_discovers_attention_mlp_and_the_patch_embedding():
     assert not skipped
 
 
-@pytest.mark.parametrize('name', PRESETS)
+#: presets whose ranks come from data (petah-budget): a backbone built from the bare preset refuses to guess them
+MEASURED_RANKS = [n for n in PRESETS if build_plan(**preset(n)).needs_ranks]
+
+
+def test_a_preset_whose_ranks_are_measured_refuses_to_build_without_them():
+    assert MEASURED_RANKS == ['petah-budget']
+    with pytest.raises(ValueError, match=r'adapter.budget=.petah2. .* no adapter.layer_ranks yet: run python '
+                                         r'tools/analysis_tools/allocate_ranks.py CONFIG'):
+        build('vit-s14', 'petah-budget')
+
+
+@pytest.mark.parametrize('name', [n for n in PRESETS if n not in MEASURED_RANKS])
 def test_every_method_of_the_paper_runs_on_the_vit(name):
     torch.manual_seed(0)
     model = build('vit-s14', name).train()

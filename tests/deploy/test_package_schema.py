@@ -253,6 +253,25 @@ def test_other_sinks_in_arguments_of_allowed_types(configs, tmp_path, task, key,
     refused(tmp_path, config, f'config.{key}=', rule)
 
 
+def test_a_petah_budget_adapter_with_its_ranks_reads_back(configs, tmp_path):
+    config = copy.deepcopy(configs['cls'])
+    config['model']['backbone']['adapter'] = {'method': 'petah', 'budget': 'petah2',
+                                              'layer_ranks': {'network.0.0.mixer.qkv': 9, 'stem.0': 1}}
+    _, cfg = read_package_config(write_package(tmp_path / 'package', config))
+    assert cfg.model.backbone.adapter.layer_ranks == {'network.0.0.mixer.qkv': 9, 'stem.0': 1}
+
+
+@pytest.mark.parametrize('adapter, key, rule', [
+    ({'layer_ranks': {"__import__('os')": 2}}, 'layer_ranks.__import__(\'os\')', 'is not a layer name'),
+    ({'layer_ranks': {'stem.0': 10 ** 6}}, 'layer_ranks.stem.0', 'must be an integer in [1, 1024]'),
+    ({'budget': 'weights.npy'}, 'budget', "must be null or one of ['frozen'"),
+])
+def test_petah_budget_ranks_are_layer_names_and_bounded_ranks(configs, tmp_path, adapter, key, rule):
+    config = copy.deepcopy(configs['cls'])
+    config['model']['backbone']['adapter'] = dict(method='petah', **adapter)
+    refused(tmp_path, config, f'config.model.backbone.adapter.{key}=', rule)
+
+
 def test_anything_beyond_what_serving_needs_is_refused(configs, tmp_path):
     for key, value in (('custom_imports', {'imports': ['petah_mm']}), ('visualizer', {'type': 'DetLocalVisualizer'}),
                        ('train_dataloader', {}), ('load_from', None)):

@@ -29,6 +29,10 @@ def test_run_config_changes_only_the_runs_settings(tmp_path):
     assert pretrained.model.backbone.backbone.init_cfg.checkpoint == 'pypkg://mobilenet-v2'
     # full fine-tuning takes its own config: the backbone at 0.1x the head's LR
     assert pretrained.optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult == 0.1
+    ranks = dict(adapter=dict(method='petah', budget=9, layer_ranks={'timm_model.conv_stem': 2}))
+    budget = run_config('tf-efficientnet-lite0', 'petah-budget', 'pretrained', 1e-3, 0, profile, tmp_path, tmp_path,
+                        ranks)
+    assert budget.model.backbone.adapter == ranks['adapter'] != METHODS['petah-budget']
     vit = run_config('dinov2-vit-s14', 'lora-attn-r16', 'pretrained', 1e-3, 0, profile, tmp_path, tmp_path / 'r')
     assert vit.model.backbone.adapter == dict(method='lora_attn', rank=16)
     assert vit.model.backbone.backbone.init_cfg.checkpoint == 'pypkg://dinov2-vit-s14/features'
@@ -48,7 +52,7 @@ def test_the_stabiliser_is_clipping_and_warmup_for_every_method_and_the_switch_r
 
 def test_methods_that_need_attention_are_skipped_on_a_cnn_by_the_adapters_rule():
     cnn = {method for method in METHODS if applies('tf-efficientnet-lite0', method)}
-    assert cnn == {'frozen', 'full', 'petah1', 'petah2', 'petah8', 'petah2-dora', 'petah2-lokr'}
+    assert cnn == {'frozen', 'full', 'petah1', 'petah2', 'petah8', 'petah2-dora', 'petah2-lokr', 'petah-budget'}
     assert all(applies('dinov2-vit-s14', method) for method in METHODS)  # attention, MLP and the patch conv
     full = {(backbone, method) for backbone, _, method, _ in combinations(PROFILES['full'])}
     assert ('dinov2-vit-s14', 'attn-ft') in full and ('mobilenetv2-100', 'attn-ft') not in full
@@ -80,6 +84,40 @@ def test_protocol_picks_the_lr_by_the_mean_val_over_seeds_and_reports_test_over_
     calls.clear()
     study.run_study(profile, tmp_path)  # resumes: every run is in runs.jsonl
     assert calls == []
+
+
+def test_budget_ranks_are_measured_once_per_backbone_dataset_and_init_and_reused_on_resume(tmp_path, monkeypatch):
+    """The allocation runs once for every LR and seed of a row, from the run's own train split, seed RANK_SEED; its
+    ranks go into each run's config, its digest and budget into the runs and the row; a resume reads the cache."""
+    allocations, trained = [], []
+
+    def fake_allocate(cfg, budget=None, images=256, seed=0):
+        allocations.append((cfg.train_dataloader.dataset.data_root, cfg.model.backbone.adapter, images, seed))
+        ranks = {'timm_model.conv_stem': 3}
+        return dict(adapter=dict(method='petah', budget=1000, layer_ranks=ranks), layer_ranks=ranks, budget=1000,
+                    params=995, digest='abcdef012345')
+
+    def fake_train(cfg, splits):
+        trained.append(cfg.model.backbone.adapter)
+        return dict(params=995, epoch_s=1.0, final_loss=0.5, path='runner', **{s: 50.0 for s in splits})
+
+    monkeypatch.setattr(study.allocate_ranks, 'allocate', fake_allocate)
+    monkeypatch.setattr(study, 'train_and_evaluate', fake_train)
+    monkeypatch.setitem(study.DATASETS, 'animal', lambda *args, **kwargs: None)
+    profile = Profile({'tf-efficientnet-lite0': ('petah-budget', )}, ('animal', ), {}, seeds=3, selection_seeds=2,
+                      epochs=2, counts=(1, 1, 1), lrs={'petah-budget': (1e-3, 3e-3)})
+    row, = study.run_study(profile, tmp_path)['summary']
+    assert allocations == [(str(tmp_path / 'data' / 'animal'), dict(method='petah', budget='petah2'), study.RANK_IMAGES,
+                            study.RANK_SEED)]
+    assert len(trained) == 5 and all(a == dict(method='petah', budget=1000, layer_ranks={'timm_model.conv_stem': 3})
+                                     for a in trained)
+    assert (row['budget'], row['ranks_digest'], row['params']) == (1000, 'abcdef012345', 995)
+    assert '| 995 (budget 1,000, -0.50%; ranks abcdef012345) |' in study.markdown([row])
+    cached = json.loads((tmp_path / 'ranks' / 'tf-efficientnet-lite0_animal_pretrained.json').read_text())
+    assert cached['digest'] == 'abcdef012345'
+    (tmp_path / 'runs.jsonl').unlink()  # every run again, the ranks from the cache
+    study.run_study(profile, tmp_path)
+    assert len(allocations) == 1 and len(trained) == 10
 
 
 def test_pick_lr_takes_the_best_mean_and_the_first_on_a_tie():
@@ -147,18 +185,26 @@ def test_linear_probing_refuses_augmentation_it_cannot_replay():
 def test_quick_study_through_the_runner_covers_the_cnn_and_the_vit(tmp_path):
     results = main(['--quick', '--work-dir', str(tmp_path)])
     rows = {(row['backbone'], row['method']): row for row in results['summary']}
-    assert set(rows) == {(b, m) for b in ('tf-efficientnet-lite0', 'dinov2-vit-s14') for m in ('frozen', 'petah2')}
+    assert set(rows) == {(b, m) for b in ('tf-efficientnet-lite0', 'dinov2-vit-s14')
+                         for m in ('frozen', 'petah2', 'petah-budget')}
+    for backbone in ('tf-efficientnet-lite0', 'dinov2-vit-s14'):  # PETAH-2's count, spent on measured ranks
+        budget, petah2 = rows[backbone, 'petah-budget'], rows[backbone, 'petah2']['params']
+        assert budget['budget'] == petah2 and 0.99 * petah2 <= budget['params'] <= petah2
+        ranks = json.loads((tmp_path / 'ranks' / f'{backbone}_animal_pretrained.json').read_text())
+        assert ranks['digest'] == budget['ranks_digest'] and ranks['images'] == 20  # the whole tiny train split
+        assert len(set(ranks['layer_ranks'].values())) > 1
     assert rows['tf-efficientnet-lite0', 'frozen']['params'] == 0 < rows['tf-efficientnet-lite0', 'petah2']['params']
     assert rows['tf-efficientnet-lite0', 'petah2']['params'] < 100_000  # a few % of 3.4 M
     # rank 8 on the 24 attention layers (qkv 384->1152, proj 384->384) and rank 2 on the 14x14 patch conv
     attn = 12 * (8 * (384 + 1152) + 8 * (384 + 384))
     assert rows['dinov2-vit-s14', 'petah2']['params'] == attn + 2 * (3 * 14 * 14 + 384)
     runs = {run['method']: run for run in results['runs'] if run['backbone'] == 'dinov2-vit-s14'}
-    assert runs['frozen']['path'] == 'cached-probe' and runs['petah2']['path'] == 'runner'
+    assert runs['frozen']['path'] == 'cached-probe'
+    assert runs['petah2']['path'] == runs['petah-budget']['path'] == 'runner'
     assert all(0 <= row['test_mean'] <= 100 and row['epoch_s'] > 0 and row['collapsed'] in (0, 1)
                for row in rows.values())
     saved = json.loads((tmp_path / 'transfer_study.json').read_text())
-    assert saved['summary'] == results['summary'] and len(saved['runs']) == 4
+    assert saved['summary'] == results['summary'] and len(saved['runs']) == 6
     assert (tmp_path / 'transfer_study.png').stat().st_size > 0
     table = (tmp_path / 'transfer_study.md').read_text()
     assert '| dinov2-vit-s14 | animal | pretrained | petah2 |' in table and 'collapsed' in table
@@ -170,10 +216,13 @@ def test_default_study_rows_and_sizes():
     for dataset in ('animal', 'animal-plain'):
         assert [(m, i) for d, m, i in lite0 if d == dataset] == [
             ('frozen', 'pretrained'), ('frozen', 'random'), ('petah2', 'pretrained'), ('petah8', 'pretrained'),
-            ('full', 'pretrained'), ('full', 'random')]
+            ('full', 'pretrained'), ('full', 'random'), ('petah-budget', 'pretrained')]
     assert [(d, m, i) for b, d, m, i in rows if b == 'dinov2-vit-s14'] == [
         ('animal', 'frozen', 'pretrained'), ('animal', 'frozen', 'random'), ('animal', 'petah2', 'pretrained'),
-        ('animal', 'full', 'pretrained')]
+        ('animal', 'full', 'pretrained'), ('animal', 'petah-budget', 'pretrained')]
+    for backbone in ('tf-efficientnet-lite0', 'dinov2-vit-s14'):  # petah-budget at petah2's LRs
+        assert study.lr_grid(PROFILES['default'], backbone, 'petah-budget') == study.lr_grid(
+            PROFILES['default'], backbone, 'petah2')
     full = list(combinations(PROFILES['full']))
     assert all(study.lr_grid(PROFILES['full'], backbone, method) for backbone, _, method, _ in full)
     default = PROFILES['default']
