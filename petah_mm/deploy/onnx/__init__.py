@@ -4,9 +4,10 @@ Importing this package needs onnx and onnxruntime (``requirements/deploy.txt``);
 mmdeploy, imported only when a detector is exported.
 """
 from .accuracy import onnx_top1
-from .export import ExportedGraph, export_onnx, merged
+from .export import export_onnx
+from .exported import ExportedGraph, Verification, merged
 from .quantize import int8_path, quantize_graph
-from .verify import Verification, verify_export
+from .verify import verify_export
 
 __all__ = [
     'onnx_top1', 'ExportedGraph', 'export_onnx', 'merged', 'int8_path', 'quantize_graph', 'Verification',

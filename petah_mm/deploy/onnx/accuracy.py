@@ -4,7 +4,7 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
-from .export import ExportedGraph
+from .exported import ExportedGraph
 from .inputs import pipeline_batches
 from .runtime import cpu_session
 

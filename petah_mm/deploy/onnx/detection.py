@@ -11,7 +11,7 @@ Outputs (mmdeploy's names): ``dets`` (1, K, 5) boxes x1, y1, x2, y2 and score, i
 """
 import tempfile
 from pathlib import Path
-from typing import Iterable, List, Tuple, Union
+from typing import Iterable, List, Tuple
 
 import numpy as np
 import torch
@@ -19,12 +19,11 @@ from mmengine.config import Config
 from torch import nn
 
 from ...utils import write_bytes_atomic
-from .export import OPSET, ExportedGraph, merged
+from .exported import OPSET, ExportedGraph, PathLike, Verification, merged
 from .graphs import INPUT_NAME
 from .inputs import pipeline_batches
 from .mmdeploy_compat import mmdeploy_compat
-
-PathLike = Union[str, Path]
+from .runtime import cpu_session
 
 
 def has_masks(cfg: Config) -> bool:
@@ -138,8 +137,6 @@ def match_detections(expected, dets: np.ndarray, labels: np.ndarray, masks, thre
 def verify_detector(model: nn.Module, cfg: Config, graph: ExportedGraph, num_images: int,
                     score_thr: float = None):
     """ORT's end2end detections against ``model.predict`` (adapters unmerged) on test images."""
-    from .runtime import cpu_session
-    from .verify import Verification
     rcnn = cfg.model.test_cfg.rcnn
     threshold = rcnn.get('score_thr', 0.05) if score_thr is None else score_thr
     session, result = cpu_session(graph.path), Verification()

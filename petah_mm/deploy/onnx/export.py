@@ -11,10 +11,8 @@ stage resizes its attention-bias table to the token grid of the input, and the e
 holds the table for the export size only, so a graph accepts exactly the (H, W) it was exported at.
 """
 import io
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Tuple, Union
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -23,42 +21,11 @@ from mmengine.config import Config
 from torch import nn
 
 from ...utils import write_bytes_atomic
+from .detection import export_detector
+from .exported import OPSET, ExportedGraph, PathLike, merged
 from .graphs import INPUT_NAME, OUTPUT_NAMES, task_graph, task_of
 from .inputs import first_input_shape
-
-OPSET = 17
-PathLike = Union[str, Path]
-
-
-@dataclass
-class ExportedGraph:
-    path: Path
-    task: str
-    shape: Tuple[int, int]
-    input_name: str
-    output_names: Tuple[str, ...]
-    dynamic_batch: bool = True
-
-    def describe(self) -> str:
-        batch = 'N' if self.dynamic_batch else '1'
-        return (f'{self.path} ({self.path.stat().st_size / 1e6:.1f} MB, {self.task}): input {self.input_name!r} '
-                f'({batch}, 3, {self.shape[0]}, {self.shape[1]}), {"dynamic" if self.dynamic_batch else "fixed"} '
-                'batch, height and width fixed; outputs '
-                f'{", ".join(map(repr, self.output_names))}')
-
-
-@contextmanager
-def merged(model: nn.Module):
-    """``model`` with its backbone's adapters merged (if it has any), unmerged again afterwards."""
-    backbone = model.backbone
-    merge = hasattr(backbone, 'merge_adapters') and not backbone.is_merged
-    if merge:
-        backbone.merge_adapters()
-    try:
-        yield model
-    finally:
-        if merge:
-            backbone.unmerge_adapters()
+from .runtime import cpu_session
 
 
 def onnx_bytes(graph: nn.Module, example: torch.Tensor, output_names: Iterable[str], dynamic_batch: bool,
@@ -82,7 +49,6 @@ def batch_axis_works(data: bytes, shape: Tuple[int, int], fixed_feeds: Optional[
     The TorchScript exporter records Python ints taken from shapes as constants, so a backbone that computes
     with its batch size in Python (mmdet's Swin windows) exports a "dynamic" batch axis that gives wrong
     results for any other batch, silently. This check catches it."""
-    from .runtime import cpu_session
     x = np.random.default_rng(0).standard_normal((2, 3, *shape), np.float32)
     feeds = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in (fixed_feeds or {}).items()}
     session = cpu_session(data)
@@ -108,7 +74,6 @@ def export_onnx(model: nn.Module, cfg: Config, out_file: PathLike, shape: Option
     model.eval()
     shape = tuple(shape) if shape else first_input_shape(cfg, model)
     if task == 'detection':
-        from .detection import export_detector
         return export_detector(model, cfg, out_file, shape, force=force, inputs=inputs)
     example = torch.zeros(1, 3, *shape)
     with merged(model):

@@ -12,19 +12,17 @@ bias for the export size. A task whose own pipeline gives a smaller image is zer
 """
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
 from mmengine.config import Config
 from torch import nn
 
-from .export import OPSET, merged
+from .exported import OPSET, PathLike, merged
 from .fold_norms import fold_norms, scaled_feeds
 from .graphs import INPUT_NAME, task_of
 from .runtime import cpu_session, release_free_memory
-
-PathLike = Union[str, Path]
 
 
 def task_tensor_names(backbone: nn.Module) -> List[str]:

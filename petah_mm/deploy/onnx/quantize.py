@@ -9,7 +9,7 @@ pixel becomes 0.5 and the graph computes garbage (EfficientNet-Lite0: top-1 25 %
 """
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Union
+from typing import Iterable, Iterator, List, Optional
 
 import onnx
 from mmengine.config import Config
@@ -18,10 +18,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
 from ...utils import check_output_path, write_bytes_atomic
-from .export import ExportedGraph
+from .exported import ExportedGraph, PathLike
 from .inputs import pipeline_batches
-
-PathLike = Union[str, Path]
 
 
 class PipelineCalibration(CalibrationDataReader):

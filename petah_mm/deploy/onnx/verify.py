@@ -5,33 +5,18 @@ the export together. Classification and segmentation compare logits: the largest
 difference over the largest reference magnitude must be at most 1e-4. Detection compares boxes,
 labels, scores and masks (:mod:`.detection`).
 """
-from dataclasses import dataclass, field
-from typing import List
-
 import numpy as np
 import torch
 from mmengine.config import Config
 from torch import nn
 
-from .export import ExportedGraph
+from .detection import verify_detector
+from .exported import ExportedGraph, Verification
 from .graphs import task_graph
 from .inputs import pipeline_batches
 from .runtime import cpu_session
 
 LOGITS_RTOL = 1e-4
-
-
-@dataclass
-class Verification:
-    lines: List[str] = field(default_factory=list)
-    ok: bool = True
-
-    def add(self, line: str, ok: bool) -> None:
-        self.lines.append(f'{"ok  " if ok else "FAIL"} {line}')
-        self.ok = self.ok and ok
-
-    def report(self) -> str:
-        return '\n'.join([*self.lines, f'verification {"passed" if self.ok else "FAILED"}'])
 
 
 def relative_difference(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -57,6 +42,5 @@ def verify_logits(model: nn.Module, cfg: Config, graph: ExportedGraph, num_image
 
 def verify_export(model: nn.Module, cfg: Config, graph: ExportedGraph, num_images: int = 4) -> Verification:
     if graph.task == 'detection':
-        from .detection import verify_detector
         return verify_detector(model, cfg, graph, num_images)
     return verify_logits(model, cfg, graph, num_images)
