@@ -9,7 +9,9 @@ Four forms compute the unmerged layer, and :meth:`LoRA.adapted_forward` picks on
 * ``fused``: op(x, W + ΔW), W + ΔW built by one ``addmm`` (large inputs, grouped convolutions).
 
 The thin and kernel forms differ between a Linear and a Conv2d; the factorization picks the pair
-for its weight's dimensions once, at construction.
+for its weight's dimensions once, at construction. Between thin and fused at inference, FLOPs decide,
+or a measurement on this CPU where :func:`.form_choice.tune_unmerged_forms` made one. DoRA trains
+through the same kernels (:mod:`.dora`).
 """
 import math
 from typing import Tuple
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .factorizations import FACTORIZATIONS, Factorization
+from .form_choice import form_key, tracing_or_compiling
 from .layers import bias_plus_product
 from .low_rank_kernels import batched_left_mul, lora_delta, lora_kernel, low_rank_conv2d, low_rank_linear
 
@@ -49,16 +52,15 @@ def kernel_applies_conv2d(layer) -> bool:
     return plain_padding and frozen(layer) and layer.supports_branch
 
 
-def kernel_linear(layer, x, lora_A, lora_B, scaling):
-    return low_rank_linear(x, layer.weight, layer.bias, lora_A, lora_B, scaling)
+def kernel_linear(layer, x, lora_A, lora_B, scaling, bias):
+    return low_rank_linear(x, layer.weight, bias, lora_A, lora_B, scaling)
 
 
-def kernel_conv2d(layer, x, lora_A, lora_B, scaling):
+def kernel_conv2d(layer, x, lora_A, lora_B, scaling, bias):
     """The kernels take the padding as explicit zeros: a same-padding layer pads x first (autograd takes the
     pad's backward), so that W and A see the same padded input."""
     x, padding = layer.padded_input(x)
-    return low_rank_conv2d(x, layer.weight, layer.bias, lora_A, lora_B, scaling, layer.stride, padding,
-                           layer.dilation)
+    return low_rank_conv2d(x, layer.weight, bias, lora_A, lora_B, scaling, layer.stride, padding, layer.dilation)
 
 
 def thin_linear(layer, x, lora_A, lora_B, scaling):
@@ -106,7 +108,8 @@ def low_rank_output(layer, x, lora_A, lora_B, scaling):
     return F.linear(hidden, up) if up.dim() == 2 else F.conv2d(hidden, up)
 
 
-#: weight dimensions -> (whether the kernels apply to the layer, the kernel form, the thin form)
+#: weight dimensions -> (whether the kernels apply to the layer, the kernel form (with the bias it adds, or None),
+#: the thin form)
 LAYER_FORMS = {2: (kernel_applies_linear, kernel_linear, thin_linear),
                4: (kernel_applies_conv2d, kernel_conv2d, thin_conv2d)}
 
@@ -132,6 +135,9 @@ class LoRA(Factorization):
         out, fan_in = self.out_features, self.in_features
         #: output positions below which inference's two-layer form costs fewer FLOPs than W + ΔW
         self.thin_form_max_positions = out * fan_in * (rank + 1) / (rank * (fan_in + out) + out)
+        #: whether the thin form is faster, as measured on this machine per :func:`.form_choice.form_key`
+        #: (filled by :func:`.form_choice.tune_unmerged_forms`; empty: the FLOPs rule)
+        self.measured_forms = {}
         self._kernel_applies, self._kernel, self._thin = LAYER_FORMS[len(self.weight_shape)]
 
     def reset_parameters(self, weight: torch.Tensor) -> None:
@@ -145,14 +151,16 @@ class LoRA(Factorization):
         return layer.apply_adapted_kernel(x, lora_kernel(layer.weight, self.lora_A, self.lora_B, self.scaling))
 
     def kernel_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
-        return self._kernel(layer, x, self.lora_A, self.lora_B, self.scaling)
+        return self._kernel(layer, x, self.lora_A, self.lora_B, self.scaling, layer.bias)
 
     def thin_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
         """Inference's two-layer form op(x, W) + s·B(A(x)) (no dropout, no autograd needed)."""
         return self._thin(layer, x, self.lora_A, self.lora_B, self.scaling)
 
     def thin_form_is_cheaper(self, x: torch.Tensor, layer) -> bool:
-        """Whether op(x, W) + B(A(x)) costs fewer FLOPs than op(x, W + ΔW) for this input.
+        """Whether op(x, W) + B(A(x)) is faster than op(x, W + ΔW) for this input: as measured on this CPU
+        where :func:`.form_choice.tune_unmerged_forms` measured this input's kind (eager CPU forwards
+        only), else by FLOPs.
 
         Both run op(x, W)'s FLOPs once. On top, the fused kernel builds ΔW and adds it to W once per
         call (out·fan_in·(r + 1)); the two-layer form runs A and B and adds their output at every
@@ -160,7 +168,14 @@ class LoRA(Factorization):
         wins; on large feature maps the fused kernel does. The threshold is computed once, at init:
         this runs in every forward of every adapted layer.
         """
-        return layer.supports_branch and layer.output_positions(x) < self.thin_form_max_positions
+        if not layer.supports_branch:
+            return False
+        positions = layer.output_positions(x)
+        if self.measured_forms and x.device.type == 'cpu' and not tracing_or_compiling():
+            thin = self.measured_forms.get(form_key(x, positions))
+            if thin is not None:
+                return thin
+        return positions < self.thin_form_max_positions
 
     def adapted_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
         """Training takes the low-rank kernels where they apply (they need one input for W and A, so

@@ -2,7 +2,9 @@
 import pytest
 import torch
 from peft_reference import run_with_peft
+from timm.layers import Conv2dSame
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from petah_mm.adapters import adapt_layer
 
@@ -117,6 +119,114 @@ def test_peft_form_with_dropout_equals_the_fused_form():
     assert not torch.equal(with_dropout[0], with_dropout[1]), 'dropout had no effect in training'
 
 
+KERNELS = ('LowRankConv2dBackward', 'LowRankLinearBackward')
+#: the layers whose DoRA trains through LoRA's low-rank kernel (1×1, strided k×k, dilated, TF same padding)
+KERNEL_CASES = {'linear': (lambda: nn.Linear(12, 10), (2, 5, 12)),
+                'conv': (lambda: nn.Conv2d(**CONV), (2, 6, 11, 9)),
+                'pointwise': (lambda: nn.Conv2d(6, 8, 1, bias=False), (2, 6, 7, 5)),
+                'dilated': (lambda: nn.Conv2d(6, 8, 3, padding=2, dilation=2), (2, 6, 9, 9)),
+                'same-padding': (lambda: Conv2dSame(6, 8, 3, stride=2), (2, 6, 10, 9))}
+
+
+def graph_ops(out: torch.Tensor) -> set:
+    """The names of every autograd node ``out`` was computed through."""
+    seen, stack = set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return {type(node).__name__ for node in seen}
+
+
+def output_and_grads(layer, x, forward):
+    """The output and the gradients of x, lora_A, lora_B and magnitude for a squared-sum loss."""
+    x = x.clone().requires_grad_()
+    layer.adapter.zero_grad(set_to_none=True)
+    out = forward(x)
+    out.to(torch.promote_types(out.dtype, torch.float32)).square().sum().backward()  # float64 stays so
+    factors = (layer.adapter.lora_A, layer.adapter.lora_B, layer.adapter.magnitude)
+    return out, [x.grad] + [p.grad.clone() for p in factors]
+
+
+@pytest.mark.parametrize('case', list(KERNEL_CASES))
+def test_training_runs_the_low_rank_kernel_with_the_fused_forms_gradients(case):
+    """In float64 the low-rank training path gives the fused kernel's output and gradients to rounding, and
+    autograd runs through LoRA's kernel, not through a full-kernel convolution or matrix product."""
+    make, shape = KERNEL_CASES[case]
+    torch.manual_seed(0)
+    layer = dora_layer(make()).double().train()
+    x = torch.randn(shape, dtype=torch.double)
+    out, grads = output_and_grads(layer, x, layer)
+    assert graph_ops(out) & set(KERNELS), f'{case}: DoRA training did not run the low-rank kernel'
+    fused_out, fused_grads = output_and_grads(layer, x, lambda x: layer.adapter.fused_forward(x, layer))
+    assert not graph_ops(fused_out) & set(KERNELS)
+    for name, a, b in zip(['output', 'grad x', 'grad lora_A', 'grad lora_B', 'grad magnitude'], [out] + grads,
+                          [fused_out] + fused_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10 * b.abs().max().item(), msg=f'{case}: {name}')
+
+
+def test_grouped_convs_dropout_and_inference_keep_their_forms():
+    """A grouped conv has no two-layer form: it trains through the fused kernel; dropout takes peft's form;
+    eval, no_grad and traces run the fused kernel (plain ops, for FLOPs counters)."""
+    torch.manual_seed(0)
+    grouped = dora_layer(nn.Conv2d(6, 6, 3, padding=1, groups=3)).train()
+    x = torch.randn(2, 6, 7, 7)
+    assert not graph_ops(grouped(x)) & set(KERNELS) and 'ConvolutionBackward0' in graph_ops(grouped(x))
+    dropout = dora_layer(nn.Conv2d(**CONV), dropout=0.1).train()
+    calls = []
+    dropout.adapter.branch_forward = lambda x, layer: calls.append('branch') or type(layer.adapter).branch_forward(
+        layer.adapter, x, layer)
+    assert not graph_ops(dropout(torch.randn(2, 6, 11, 9))) & set(KERNELS) and calls == ['branch']
+    layer = dora_layer(nn.Conv2d(**CONV)).train()
+    x = torch.randn(2, 6, 11, 9)
+    with torch.no_grad():
+        assert layer(x).grad_fn is None
+    assert not graph_ops(layer.eval()(x)) & set(KERNELS)
+    assert 'PythonOp' not in str(torch.jit.trace(layer.train(), x, check_trace=False).graph)
+
+
+class LargeFloat32Outputs(TorchDispatchMode):
+    """Records every op that writes a float32 tensor of at least ``numel`` elements."""
+
+    def __init__(self, numel):
+        super().__init__()
+        self.numel, self.ops = numel, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out, ):
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.numel() >= self.numel:
+                self.ops.append(f'{func}{tuple(t.shape)}')
+        return out
+
+
+@pytest.mark.parametrize('case', ['linear', 'conv', 'pointwise'])
+def test_bf16_autocast_computes_in_bf16_without_float32_copies_of_the_activations(case):
+    """Under autocast the output is bf16 and neither the forward nor the backward writes a float32 tensor of
+    the activations' size (the fp32 per-channel scale is cast, not the output promoted); the factors keep
+    fp32 gradients, close to the fp32 path's (bf16 keeps 8 bits: a few roundings, 3 % relative)."""
+    make, shape = KERNEL_CASES[case]
+    torch.manual_seed(0)
+    layer = dora_layer(make()).train()
+    x = torch.randn(shape[0], 64, shape[-1]) if case == 'linear' else torch.randn(*shape[:2], 24, 24)
+    fp32_out, fp32_grads = output_and_grads(layer, x, layer)
+    big = min(x.numel(), fp32_out.numel())
+    recorder = LargeFloat32Outputs(big)
+    with recorder:
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = layer(x.clone().requires_grad_())
+        assert out.dtype == torch.bfloat16 and graph_ops(out) & set(KERNELS)
+        out.square().sum().backward()  # a bf16 loss: any float32 activation-sized tensor is then the layer's
+    # the only ones: the gradient of x, which is float32 as x is (the output's shape differs from x's)
+    assert recorder.ops and all(op.endswith(str(tuple(x.shape))) for op in recorder.ops), \
+        f'float32 tensors of the activations\' size written by {recorder.ops}'
+    _, grads = output_and_grads(layer, x, lambda x: torch.autocast('cpu', dtype=torch.bfloat16)(layer)(x))
+    for name, g, ref in zip(['grad x', 'grad lora_A', 'grad lora_B', 'grad magnitude'], grads, fp32_grads):
+        assert g.dtype == torch.float32, name
+        assert ((g - ref).norm() / ref.norm()).item() < 0.03, name
+
+
 PEFT_DORA = '''
 from peft import LoraConfig, get_peft_model
 outputs = {}
@@ -126,6 +236,7 @@ for name, case in INPUTS.items():
     base.load_state_dict(case['base'])
     model = get_peft_model(torch.nn.Sequential(base), LoraConfig(r=case['rank'], lora_alpha=case['alpha'],
                                                                   target_modules=['0'], use_dora=True))
+    model.to(case['x'].dtype)  # peft keeps the factors float32 on a float64 base layer
     layer = model.base_model.model[0]
     with torch.no_grad():
         layer.lora_A['default'].weight.copy_(case['lora_A'])
@@ -134,15 +245,21 @@ for name, case in INPUTS.items():
         magnitude.copy_(case['magnitude'].view_as(magnitude))
         model.eval()
         out = model(case['x'])
+    model.train()  # dropout 0: peft's DoRA form, its weight norm detached
+    model(case['x']).square().sum().backward()
+    grads = {k: p.grad.reshape(-1) for k, p in (('lora_A', layer.lora_A['default'].weight),
+             ('lora_B', layer.lora_B['default'].weight), ('magnitude', magnitude))}
+    with torch.no_grad():
         layer.merge()
-    outputs[name] = dict(out=out, merged=layer.base_layer.weight.detach().clone())
+    outputs[name] = dict(out=out, merged=layer.base_layer.weight.detach().clone(), grads=grads)
 torch.save(outputs, OUTPUTS)
 '''
 
 
 def test_equals_peft_dora(tmp_path):
     """Same frozen layer, same factor values: peft 0.21's DoRA (use_dora=True) gives our outputs and merged
-    kernels to 1e-5 (scaled by their magnitude; sums run in other orders)."""
+    kernels to 1e-5 (scaled by their magnitude; sums run in other orders), and, trained through our low-rank
+    kernel, the gradients of lora_A, lora_B and the magnitude, in float64 to 1e-10."""
     cases, ours = {}, {}
     for (layer, x), name, geometry in zip(layers(), ('linear', 'conv'), (LINEAR, CONV)):
         a = layer.adapter
@@ -153,10 +270,21 @@ def test_equals_peft_dora(tmp_path):
             out = layer.eval()(x)
             layer.merge()
         ours[name] = dict(out=out, merged=layer.weight.detach().clone())
+        layer.unmerge()
+        layer.double().train()
+        out, grads = output_and_grads(layer, x.double(), layer)
+        assert graph_ops(out) & set(KERNELS)
+        ours[name]['grads'] = dict(zip(('lora_A', 'lora_B', 'magnitude'), (g.reshape(-1) for g in grads[1:])))
+        cases[name + ' float64'] = {k: v.double() if torch.is_tensor(v) else v for k, v in cases[name].items()}
+        cases[name + ' float64']['base'] = {k: v.double() for k, v in base.items()}
     theirs = run_with_peft(PEFT_DORA, cases, tmp_path)
-    for name in cases:
+    for name in ours:
         for key in ('out', 'merged'):
             err = (ours[name][key] - theirs[name][key]).abs().max().item()
             tol = 1e-5 * max(1., theirs[name][key].abs().max().item())
             print(f'{name} {key}: max |ours - peft| = {err:.2e}')
             assert err <= tol, f'{name} {key}: max |ours - peft| = {err:.2e} > {tol:.2e}'
+        for key, grad in ours[name]['grads'].items():
+            expected = theirs[name + ' float64']['grads'][key]
+            torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-10 * expected.abs().max().item(),
+                                       msg=f'{name}: gradient of {key}')

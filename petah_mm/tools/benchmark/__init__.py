@@ -5,12 +5,15 @@
     python tools/analysis_tools/benchmark.py --config CONFIG          # that config's model.backbone
     python tools/analysis_tools/benchmark.py --device cuda --amp
     python tools/analysis_tools/benchmark.py --methods full petah2 petah2-dora petah2-lokr  # other presets' rows
+    python tools/analysis_tools/benchmark.py --peft --unmerged-forms both  # + peft's LoRA, + FLOPs-rule unmerged rows
 
 One run measures, side by side (warm-up, then repeated runs, medians; ``--rounds`` repeats the
 training rows in rotating order, each in a fresh process, and keeps each method's fastest round):
 
 * inference latency of the plain backbone, merged PETAH-n and unmerged PETAH-n, as ratios to plain
-  (and unmerged to merged), at each batch of ``--inference-batches`` (:mod:`.inference`);
+  (and unmerged to merged), at each batch of ``--inference-batches`` (:mod:`.inference`); the unmerged
+  LoRA layers run the inference form measured faster on this CPU (``--unmerged-forms``, cached per CPU
+  in ``~/.cache/petah_mm/unmerged_forms``), and the report says how each row chose;
 * a full training step (forward, backward, AdamW step; backbone + linear head) and the peak
   memory for each method, as ratios to full fine-tuning (:mod:`.training`). On the CPU the peak is the
   process's peak RSS (every method runs in a fresh process); on CUDA it is
@@ -20,7 +23,8 @@ training rows in rotating order, each in a fresh process, and keeps each method'
   each method, merged and unmerged (:mod:`.sizes`);
 * the time to switch the shared backbone from one PETAH task to another (unmerge + merge, :mod:`.switch`);
 * three ablations of PETAH-2 training, each undoing one of the adapter engine's optimisations
-  (:mod:`.ablations`).
+  (:mod:`.ablations`), and with ``--peft`` the peer row: peft 0.21's LoRA on PETAH-2's targets and ranks,
+  with petah2's margins over it in step time and peak memory.
 
 With ``--amp`` every inference and training row is measured again under autocast in the dtype that
 ``tools/train.py --amp`` trains with on the device: bf16 on the CPU, fp16 on CUDA (rows marked "bf16" or

@@ -46,6 +46,12 @@ def parse_args(argv=None):
     parser.add_argument('--inference-only', action='store_true',
                         help='only the inference rows (PyTorch, and ONNX Runtime with --runtime onnxruntime): no '
                         'training steps, sizes, FLOPs or task switch')
+    parser.add_argument('--unmerged-forms', choices=['measured', 'flops', 'both'], default='measured',
+                        help="measured: unmerged LoRA layers run the inference form measured faster on this CPU "
+                        "(timed once per layer shape, cached in ~/.cache/petah_mm/unmerged_forms or "
+                        "$PETAH_MM_CACHE); flops: choose it by FLOPs; both: also rows that keep the FLOPs rule")
+    parser.add_argument('--peft', action='store_true', help='add a training row of peft 0.21 LoRA on petah2\'s '
+                        'targets and ranks (the peer; peft installed by tools/install.sh) and the margins to it')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--method', choices=list(PRESETS), help=argparse.SUPPRESS)
@@ -66,6 +72,8 @@ def parse_args(argv=None):
         parser.error('--methods must include petah2: the inference and task-switch rows measure it')
     if args.inference_only and args.op_breakdown:
         parser.error('--op-breakdown profiles training steps, which --inference-only skips')
+    if args.peft and (args.inference_only or args.device != 'cpu'):
+        parser.error('--peft adds a CPU training row: drop --inference-only, use --device cpu')
     if args.op_breakdown and 'full' not in args.methods:
         parser.error('--op-breakdown compares full fine-tuning with petah2: add full to --methods')
     return args
@@ -75,12 +83,12 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return train_worker(args)
-    latencies = inference(args)
+    latencies, forms = inference(args)
     if args.runtime == 'onnxruntime':
         from .onnx_inference import onnx_inference
         latencies.update(onnx_inference(args))
     report = dict(config=vars(args), machine=describe(args.device), threads=torch.get_num_threads(),
-                  inference=latencies)
+                  inference=latencies, unmerged_forms=forms)
     if not args.inference_only:
         rows, profiles = training(args)
         report.update(training=rows, sizes=sizes_and_flops(args), switch_ms=switch_time(args))

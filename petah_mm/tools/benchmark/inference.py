@@ -1,17 +1,25 @@
-"""Inference latency of the plain, merged and unmerged backbones."""
+"""Inference latency of the plain, merged and unmerged backbones.
+
+The unmerged backbones run each LoRA layer in the inference form measured faster on this machine
+(:func:`petah_mm.adapters.form_choice.tune_unmerged_forms`, cached per CPU outside the checkout) at
+each batch and precision, as a serving process would after tuning once; ``--unmerged-forms flops``
+keeps the FLOPs rule, ``both`` adds rows of unmerged backbones that keep it, to compare.
+"""
 import functools
 import itertools
 
 import torch
 
+from petah_mm.adapters.form_choice import tune_unmerged_forms
 from petah_mm.testing import randomise_adapters
 from petah_mm.utils.timing import interleaved_medians_ms
 from .common import autocast, backbone_for, precisions, row_name
 
+#: the name suffix of the rows whose unmerged backbone keeps the FLOPs rule (``--unmerged-forms both``)
+FLOPS_RULE = ' (FLOPs rule)'
 
-def inference(args):
-    """Latency of plain, merged and unmerged backbones at each of --inference-batches, interleaved in
-    rotating order so that drift and cache effects hit all alike."""
+
+def inference_models(args) -> dict:
     models = {'plain': backbone_for(args, 'frozen').eval()}
     for n in (1, 2):
         unmerged = backbone_for(args, f'petah{n}').eval()
@@ -20,15 +28,30 @@ def inference(args):
         merged.load_state_dict(unmerged.state_dict())
         merged.merge_adapters()
         models[f'petah{n} merged'], models[f'petah{n} unmerged'] = merged, unmerged
-    results = {}
+        if args.unmerged_forms == 'both':
+            models[f'petah{n} unmerged{FLOPS_RULE}'] = backbone_for(args, f'petah{n}').eval()
+            models[f'petah{n} unmerged{FLOPS_RULE}'].load_state_dict(unmerged.state_dict())
+    return models
+
+
+def inference(args):
+    """Latency of plain, merged and unmerged backbones at each of --inference-batches, interleaved in
+    rotating order so that drift and cache effects hit all alike. Returns the rows and, per tuned row,
+    the summary of its choice of forms."""
+    models = inference_models(args)
+    results, forms = {}, {}
     for batch, precision in itertools.product(args.inference_batches, precisions(args)):
         x = torch.randn(batch, 3, args.size, args.size, device=args.device)
         with torch.no_grad(), autocast(args, precision):
+            if args.unmerged_forms != 'flops':
+                for n in (1, 2):
+                    name = row_name(f'petah{n} unmerged, batch {batch}', precision)
+                    forms[name] = tune_unmerged_forms(models[f'petah{n} unmerged'], x)
             medians = interleaved_medians_ms({name: functools.partial(model, x) for name, model in models.items()},
                                              args.warmup, args.repeats * args.rounds, args.device)
         for name, ms in medians.items():
             row = dict(batch=batch, ms=ms, ratio=ms / medians['plain'])
-            if name.endswith(' unmerged'):
-                row['ratio_to_merged'] = ms / medians[name.replace(' unmerged', ' merged')]
+            if ' unmerged' in name:
+                row['ratio_to_merged'] = ms / medians[name.split(' unmerged')[0] + ' merged']
             results[row_name(f'{name}, batch {batch}', precision)] = row
-    return results
+    return results, forms

@@ -4,21 +4,19 @@ On a CPU with native bf16 (``avx512_bf16`` or ``amx_bf16``) bf16 is the fast pat
 rows show the adapters' own cost; without it bf16 GEMMs and convolutions are emulated, run 2-4x slower than
 fp32, and hide that cost (the op breakdown of ``--op-breakdown`` shows it there).
 """
-import platform
 from pathlib import Path
 
 import torch
+
+from petah_mm.adapters.form_choice import cpu_model_and_flags
 
 NATIVE_BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
 
 
 def cpu_info(cpuinfo: str) -> dict:
     """The CPU's model name and its native-bf16 flags, from the text of /proc/cpuinfo."""
-    fields = dict(line.split(':', 1) for line in cpuinfo.splitlines() if ':' in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    flags = set(fields.get('flags', '').split())
-    return dict(cpu=fields.get('model name', platform.processor() or 'unknown CPU'),
-                bf16_flags=[flag for flag in NATIVE_BF16_FLAGS if flag in flags])
+    cpu, flags = cpu_model_and_flags(cpuinfo)
+    return dict(cpu=cpu, bf16_flags=[flag for flag in NATIVE_BF16_FLAGS if flag in flags])
 
 
 def describe(device: str) -> dict:

@@ -20,9 +20,23 @@ def markdown(args, report) -> str:
              '| inference | latency (ms) | ÷ plain | ÷ merged |', '|---|---|---|---|']
     lines += [f'| {name} | {r["ms"]:.1f} | {r["ratio"]:.3f} | '
               + (f'{r["ratio_to_merged"]:.3f} |' if 'ratio_to_merged' in r else '|') for name, r in inf.items()]
+    lines += forms_lines(report.get('unmerged_forms', {}))
     if 'training' in report:
         lines += training_lines(report, memory)
     return '\n'.join(lines) + '\n'
+
+
+def forms_lines(forms: dict) -> list:
+    """How each unmerged row chose its LoRA layers' inference forms."""
+    lines = []
+    for name, f in forms.items():
+        if f['rule'] == 'flops':
+            lines.append(f'- {name}: FLOPs rule ({f["why"]})')
+        else:
+            lines.append(f'- {name}: measured forms: {f["measured"]} layers from {f["signatures_measured"]} shapes '
+                         f'timed now ({f["measuring_s"]:.2f} s), {f["cached"]} from the cache, {f["unmeasured"]} by '
+                         f'FLOPs (budget spent); {f["cache"]}')
+    return ['', 'Unmerged LoRA inference forms:'] + lines if lines else []
 
 
 def training_lines(report, memory: str) -> list:
@@ -34,6 +48,10 @@ def training_lines(report, memory: str) -> list:
         lines.append(f'| {name} | {r["ms"]:.0f} | {r.get("time_ratio", float("nan")):.2f} | {r["peak_gb"]:.2f} | '
                      f'{r.get("memory_ratio", float("nan")):.2f} | {s["trainable"]:,} | {s["adapter_mb"]:.2f} | '
                      f'{s["gflops_merged"]:.2f} | {s["gflops_unmerged"]:.2f} |')
+    for name, r in train.items():
+        if 'time_margin' in r:
+            lines.append(f'\n{name}: petah2 trains {r["time_margin"]:.2f}x as fast, with {r["memory_margin"]:.2f}x '
+                         f'less peak memory ({r["step_memory_margin"]:.2f}x less memory of the step itself).')
     lines += ['', f'Switching the shared kernels between two PETAH-2 tasks (unmerge + merge): '
               f'{report["switch_ms"]:.1f} ms.']
     if 'op_breakdown' in report:

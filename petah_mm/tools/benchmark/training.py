@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from petah_mm.utils.timing import median_ms, rotated
-from .ablations import ABLATIONS, undo
+from .ablations import ABLATIONS, PEFT_ROW, undo
 from .common import NUM_CLASSES, Classifier, autocast, backbone_for, precisions, row_name
 from .op_breakdown import PROFILED, breakdown_precision, profiled_ops
 
@@ -73,6 +73,14 @@ def summarise_rounds(measured):
     return dict(summary, ms=min(m['ms'] for m in measured), ms_by_round=[m['ms'] for m in measured])
 
 
+def peer_margins(peft: dict, petah: dict) -> dict:
+    """How much faster and leaner petah2 trains than peft on the same targets: peft's over petah2's step time,
+    peak memory, and the step's own memory (peak over the process's size before the first step: peft's
+    worker also imports transformers)."""
+    return dict(time_margin=peft['ms'] / petah['ms'], memory_margin=peft['peak_gb'] / petah['peak_gb'],
+                step_memory_margin=(peft['peak_gb'] - peft['model_gb']) / (petah['peak_gb'] - petah['model_gb']))
+
+
 def training(args):
     """Each method's step in a fresh process, in ``--rounds`` rounds of all methods in rotating order, so that
     a slow spell of the machine does not fall on one method's every round. Returns the rows, and with
@@ -80,6 +88,8 @@ def training(args):
     runs = {m: (m, 'none') for m in args.methods}
     if 'petah2' in args.methods and not args.skip_ablations:
         runs.update(ABLATIONS)
+    if args.peft:
+        runs.update(PEFT_ROW)
     rounds = {row_name(name, precision): [] for precision in precisions(args) for name in runs}
     profiles = {}
     for round_index in range(args.rounds):
@@ -108,4 +118,7 @@ def training(args):
             r = results[row_name(name, precision)]
             if full is not None:
                 r.update(time_ratio=r['ms'] / full['ms'], memory_ratio=r['peak_gb'] / full['peak_gb'])
+        for name in PEFT_ROW if args.peft else ():
+            results[row_name(name, precision)].update(peer_margins(results[row_name(name, precision)],
+                                                                   results[row_name('petah2', precision)]))
     return results, profiles and dict(profiles, precision=breakdown_precision(args))

@@ -1,0 +1,167 @@
+"""The measured choice of LoRA's unmerged inference form: cached per machine, refused when damaged, used only in
+eager CPU forwards of a tuned model, and changing the speed only, never the result."""
+import json
+from unittest import mock
+
+import pytest
+import torch
+from torch import nn
+
+from petah_mm.adapters import adapt_layer, form_choice
+from petah_mm.adapters.form_choice import (cache_path, form_key, load_choices, machine_key, signature,
+                                           tune_unmerged_forms)
+
+CPUINFO = 'processor\t: 0\nmodel name\t: {}\nflags\t\t: fpu sse2 avx2 {}\n'
+
+
+class Toy(nn.Module):
+    """A 3×3 conv and a linear on its tokens, both LoRA-adapted, B random (the forms differ by the delta)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = adapt_layer('conv', nn.Conv2d(4, 8, 3, padding=1).requires_grad_(False), dict(type='lora', rank=2))
+        self.fc = adapt_layer('fc', nn.Linear(8, 6).requires_grad_(False), dict(type='lora', rank=2, alpha=4.))
+        for layer in (self.conv, self.fc):
+            nn.init.normal_(layer.adapter.lora_B)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).flatten(2).transpose(1, 2))
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv('PETAH_MM_CACHE', str(tmp_path))
+    monkeypatch.delenv(form_choice.MODE_VARIABLE, raising=False)
+    return tmp_path
+
+
+def fixed_choice(form):
+    """time_forms as if ``form`` had been measured faster."""
+    return mock.patch.object(form_choice, 'time_forms', autospec=True,
+                             side_effect=lambda layer, x: dict(form=form, thin_ms=1. + (form == 'fused'),
+                                                               fused_ms=1. + (form == 'thin')))
+
+
+def forms_run(model, x):
+    """Which form each layer ran in one eager forward: 'thin' or 'fused'."""
+    calls = {}
+    for name in ('conv', 'fc'):
+        adapter = getattr(model, name).adapter
+        calls[name] = mock.patch.object(adapter, 'thin_forward', wraps=adapter.thin_forward)
+    with calls['conv'] as conv, calls['fc'] as fc, torch.no_grad():
+        model(x)
+    return {'conv': 'thin' if conv.called else 'fused', 'fc': 'thin' if fc.called else 'fused'}
+
+
+def test_measured_choices_round_trip_through_the_cache(cache):
+    model, x = Toy().eval(), torch.randn(1, 4, 5, 5)
+    summary = tune_unmerged_forms(model, x)
+    assert summary['rule'] == 'measured' and summary['measured'] == summary['signatures_measured'] == 2
+    path = cache_path(machine_key())
+    assert summary['cache'] == str(path) and path.parent.parent == cache
+    stored = json.loads(path.read_text())
+    assert stored['machine'] == machine_key() and len(stored['choices']) == 2
+    tokens = torch.randn(1, 8, 25).transpose(1, 2)  # what the conv hands the linear: strided tokens
+    expected = {name: stored['choices'][signature(getattr(model, name), inp)]['form'] == 'thin'
+                for name, inp in (('conv', x), ('fc', tokens))}
+    fresh = Toy().eval()
+    with mock.patch.object(form_choice, 'time_forms', side_effect=AssertionError('measured again')):
+        again = tune_unmerged_forms(fresh, x)
+    assert again['cached'] == 2 and again['measured'] == again['unmeasured'] == 0
+    for name, thin in expected.items():
+        assert list(getattr(fresh, name).adapter.measured_forms.values()) == [thin]
+
+
+def test_the_choice_is_what_runs_and_changes_nothing_but_speed(cache):
+    x = torch.randn(2, 4, 5, 5)
+    outputs = {}
+    for form in ('thin', 'fused'):
+        for path in cache.rglob('*.json'):
+            path.unlink()
+        model = Toy().eval()
+        with fixed_choice(form):
+            tune_unmerged_forms(model, x)
+        assert forms_run(model, x) == {'conv': form, 'fc': form}
+        with torch.no_grad():
+            outputs[form] = model(x)
+    with torch.no_grad():
+        for layer in (model.conv, model.fc):
+            layer.merge()
+        merged = model(x)
+    scale = merged.abs().max().item()
+    for out in outputs.values():
+        torch.testing.assert_close(out, merged, rtol=0, atol=1e-5 * scale)
+
+
+def test_other_inputs_traces_and_cuda_keep_the_flops_rule(cache):
+    """A bucket of positions or a dtype never measured, and a trace, take the FLOPs rule; so does a model whose
+    layers are not on the CPU (a CUDA one, here one on the meta device)."""
+    model, x = Toy().eval(), torch.randn(1, 4, 5, 5)
+    flops_rule = forms_run(model, x)
+    opposite = {'thin': 'fused', 'fused': 'thin'}
+    assert flops_rule['conv'] == flops_rule['fc']  # one opposite choice for both
+    with fixed_choice(opposite[flops_rule['conv']]):
+        tune_unmerged_forms(model, x)
+    assert forms_run(model, x) != flops_rule
+    assert forms_run(model, torch.randn(4, 4, 9, 9)) == flops_rule  # another bucket
+    with mock.patch.object(model.conv.adapter, 'thin_forward', wraps=model.conv.adapter.thin_forward) as thin:
+        torch.jit.trace(model, x, check_trace=False)
+    assert thin.called == (flops_rule['conv'] == 'thin')
+    key = form_key(x, model.conv.output_positions(x))
+    assert key[1] == torch.float32
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert form_key(x, 25)[1] == torch.bfloat16  # autocast's dtype is measured apart
+    summary = tune_unmerged_forms(Toy().eval().to('meta'), x.to('meta'))  # as on CUDA: another device
+    assert summary == dict(rule='flops', why='device meta: measured on the CPU only')
+
+
+def test_measuring_turned_off_leaves_the_flops_rule(cache, monkeypatch):
+    monkeypatch.setenv(form_choice.MODE_VARIABLE, 'flops')
+    model = Toy().eval()
+    with mock.patch.object(form_choice, 'time_forms', side_effect=AssertionError('measured')):
+        summary = tune_unmerged_forms(model, torch.randn(1, 4, 5, 5))
+    assert summary == dict(rule='flops', why=f'{form_choice.MODE_VARIABLE}=flops')
+    assert not model.conv.adapter.measured_forms and not list(cache.rglob('*.json'))
+    monkeypatch.setenv(form_choice.MODE_VARIABLE, 'fast')
+    with pytest.raises(ValueError, match=f'{form_choice.MODE_VARIABLE}=.fast.*measure.*flops'):
+        tune_unmerged_forms(model, torch.randn(1, 4, 5, 5))
+
+
+def test_the_budget_bounds_the_measuring(cache):
+    with fixed_choice('thin') as timed:
+        summary = tune_unmerged_forms(Toy().eval(), torch.randn(1, 4, 5, 5), budget_s=-1.)
+    assert not timed.called and summary['unmeasured'] == 2 and summary['measured'] == 0
+    assert not list(cache.rglob('*.json'))
+
+
+def test_the_key_holds_the_cpu_its_isa_torch_and_threads(cache):
+    epyc = machine_key(CPUINFO.format('AMD EPYC 9R14', 'avx512f avx512_bf16'))
+    assert epyc['cpu'] == 'AMD EPYC 9R14' and epyc['flags'] == ['avx2', 'avx512f', 'avx512_bf16']
+    assert epyc['torch'] == torch.__version__ and epyc['threads'] == torch.get_num_threads()
+    others = [machine_key(CPUINFO.format('Intel Xeon', 'avx512f avx512_bf16')),
+              machine_key(CPUINFO.format('AMD EPYC 9R14', 'avx512f'))]
+    paths = {cache_path(key) for key in [epyc] + others}
+    assert len(paths) == 3 and all(path.parent == cache / 'unmerged_forms' for path in paths)
+
+
+@pytest.mark.parametrize('content', [b'{"format": ', b'\xff\xfe', b'[]', b'{"format": "petah_mm unmerged forms 0", '
+                                     b'"machine": {}, "choices": {}}', 'choices', 'machine', 'form', 'times'])
+def test_a_damaged_cache_is_refused_by_name(cache, content):
+    key = machine_key()
+    path = cache_path(key)
+    path.parent.mkdir(parents=True)
+    good = dict(format=form_choice.CACHE_FORMAT, machine=key, choices={'x': dict(form='thin', thin_ms=1., fused_ms=2.)})
+    if content == 'choices':
+        content = json.dumps(dict(good, choices=[])).encode()
+    elif content == 'machine':
+        content = json.dumps(dict(good, machine=dict(key, cpu='another CPU'))).encode()
+    elif content == 'form':
+        content = json.dumps(dict(good, choices={'x': dict(form='branch', thin_ms=1., fused_ms=2.)})).encode()
+    elif content == 'times':
+        content = json.dumps(dict(good, choices={'x': dict(form='thin', thin_ms=-1., fused_ms=2.)})).encode()
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f'{path}.*delete the file'):
+        tune_unmerged_forms(Toy().eval(), torch.randn(1, 4, 5, 5))
+    path.write_bytes(json.dumps(good).encode())
+    assert load_choices(path, key) == good['choices']

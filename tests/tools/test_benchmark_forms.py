@@ -1,0 +1,97 @@
+"""benchmark.py's rows for unmerged inference with the measured forms, and the peer row of peft's LoRA (tiny sizes:
+these check the tool, not the numbers)."""
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from petah_mm.tools.benchmark import ablations, report, training
+from petah_mm.tools.benchmark.inference import FLOPS_RULE, inference
+
+ARGS = dict(config=None, arch='l1', size=32, device='cpu', inference_batches=[1], amp=False, warmup=0, repeats=1,
+            rounds=1)
+
+
+@pytest.fixture(scope='module')
+def both_rules(tmp_path_factory):
+    """One inference run with both rules, its choices cached in a directory of its own."""
+    cache = tmp_path_factory.mktemp('cache')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('PETAH_MM_CACHE', str(cache))
+        mp.delenv('PETAH_MM_UNMERGED_FORMS', raising=False)
+        rows, forms = inference(argparse.Namespace(**ARGS, unmerged_forms='both'))
+    return rows, forms, cache
+
+
+@pytest.mark.slow
+def test_unmerged_rows_use_the_measured_forms_and_the_flops_rule_rows_compare(both_rules):
+    rows, forms, cache = both_rules
+    assert set(forms) == {'petah1 unmerged, batch 1', 'petah2 unmerged, batch 1'}
+    for summary in forms.values():  # on a loaded machine the 2 s budget may leave layers to the FLOPs rule
+        assert summary['rule'] == 'measured' and summary['cache'].startswith(str(cache))
+        assert summary['measured'] + summary['cached'] > 0 and summary['signatures_measured'] > 0
+    for n in (1, 2):
+        for name in (f'petah{n} unmerged, batch 1', f'petah{n} unmerged{FLOPS_RULE}, batch 1'):
+            assert rows[name]['ratio_to_merged'] == pytest.approx(rows[name]['ms'] / rows[f'petah{n} merged, batch 1']
+                                                                  ['ms'])
+    assert len(rows) == 7
+    table = '\n'.join(report.forms_lines(forms))
+    assert 'petah2 unmerged, batch 1: measured forms' in table and str(cache) in table
+
+
+@pytest.mark.slow
+def test_the_flops_rule_alone_measures_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv('PETAH_MM_CACHE', str(tmp_path))
+    rows, forms = inference(argparse.Namespace(**ARGS, unmerged_forms='flops'))
+    assert forms == {} and len(rows) == 5 and not list(tmp_path.rglob('*.json'))
+
+
+def test_peer_margins_are_pefts_over_petah2s():
+    peft = dict(ms=300., peak_gb=3., model_gb=1.)
+    petah = dict(ms=200., peak_gb=2., model_gb=0.5)
+    margins = training.peer_margins(peft, petah)
+    assert margins == dict(time_margin=1.5, memory_margin=1.5, step_memory_margin=pytest.approx(2 / 1.5))
+
+
+PEFT_EQUALS_PETAH2 = '''
+import copy, json, sys, torch
+from mmengine.registry import MODELS
+from petah_mm.adapters import adapted_layers, preset
+from petah_mm.testing import randomise_adapters
+from petah_mm.tools.benchmark import ablations
+backbone = MODELS.build(dict(type='PETAHEfficientFormer', arch='l1', out_indices=[3], adapter=preset('petah2')))
+randomise_adapters(backbone)
+backbone.eval()
+ours = {name: layer.adapter for name, layer in adapted_layers(backbone).items()}
+theirs = copy.deepcopy(backbone)
+ablations.peft_lora(theirs)
+with torch.no_grad():
+    for name, adapter in ours.items():
+        layer = theirs.get_submodule(name)
+        layer.lora_A['default'].weight.copy_(adapter.lora_A.view_as(layer.lora_A['default'].weight))
+        layer.lora_B['default'].weight.copy_(adapter.lora_B.view_as(layer.lora_B['default'].weight))
+    x = torch.randn(1, 3, 64, 64)
+    a, b = backbone(x)[-1], theirs.eval()(x)[-1]
+trainable = {n: p.numel() for n, p in theirs.named_parameters() if p.requires_grad}
+print(json.dumps(dict(err=(a - b).abs().max().item(), scale=a.abs().max().item(), layers=len(ours),
+                      peft_layers=sum(type(m).__module__.startswith('peft') for m in theirs.modules()
+                                      if hasattr(m, 'lora_A')),
+                      trainable=sum(trainable.values()), lora_only=all('lora_' in n for n in trainable),
+                      ours=sum(p.numel() for a in ours.values() for p in a.parameters()))))
+'''
+
+
+@pytest.mark.slow
+def test_the_peft_row_is_pefts_lora_on_petah2s_targets_and_ranks():
+    """Same factor values in both: peft's LoRA on the same layers computes petah2's backbone, and trains peft's
+    factors only, as many as petah2's LoRA factors."""
+    if not (ablations.peft_dir() / 'peft').is_dir():
+        pytest.skip(f'peft 0.21 is not installed in {ablations.peft_dir()} (tools/install.sh installs it)')
+    proc = subprocess.run([sys.executable, '-c', PEFT_EQUALS_PETAH2], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result['peft_layers'] == result['layers'] > 0
+    assert result['lora_only'] and result['trainable'] == result['ours']
+    assert result['err'] <= 1e-4 * result['scale'], result
