@@ -1,5 +1,6 @@
 """Fixtures shared by every test folder: a fixed random state per test, and the expensive things built once
-per session (the toy data and backbone, and one ``tools/train.py`` run per toy task)."""
+per session (the toy data and backbone, one ``tools/train.py`` run per toy task, one ``--amp`` run)."""
+import argparse
 import functools
 import random
 import shutil
@@ -13,7 +14,8 @@ from mmengine.config import Config
 
 from petah_mm.datasets import (TOY_CONFIGS, make_toy_ade20k, make_toy_backbone, make_toy_classification, make_toy_coco,
                                write_toy_user_config)
-from helpers import CLS_TOY, DET_TOY, SEG_TOY, TOY_BACKBONE, TOY_DATA, run
+from petah_mm.tools.benchmark.ablations import peft_dir
+from helpers import CLS_TOY, DET_TEST_OPTIONS, DET_TOY, SEG_TOY, TOY_BACKBONE, TOY_DATA, run
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +36,17 @@ def memoised_config_paths():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Config, '_get_cfg_path', staticmethod(functools.lru_cache(None)(original.__func__)))
         yield
+
+
+@pytest.fixture(scope='session', autouse=True)
+def session_cache(tmp_path_factory):
+    """What the tests measure and cache (the unmerged inference forms) goes to a session directory, never to the
+    user's ~/.cache/petah_mm; peft stays where tools/install.sh put it."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv('PETAH_MM_PEFT_DIR', str(peft_dir()))
+    patch.setenv('PETAH_MM_CACHE', str(tmp_path_factory.mktemp('petah_mm_cache')))
+    yield
+    patch.undo()
 
 
 @pytest.fixture
@@ -100,13 +113,12 @@ class ToyRun:
 
 
 #: task -> (toy config, user-config overrides, tools/train.py --cfg-options): the shortest runs that still
-#: checkpoint, validate (cls, det) and log every iteration. The detector keeps every box at validation: after
-#: 2 iterations no score passes the usual 0.05, and a validation without a box logs no metric, which mmdet's
-#: analyze_logs.py cannot read
+#: checkpoint, validate (cls, det) and log every iteration. The detector keeps every box at validation
+#: (DET_TEST_OPTIONS): a validation without a box logs no metric, which mmdet's analyze_logs.py cannot read
 TOY_RUNS = {
     'cls': (CLS_TOY, dict(), ['train_cfg.max_epochs=2']),
     'det': (DET_TOY, dict(batch_size=2, default_hooks=dict(logger=dict(interval=1))),
-            ['train_cfg.max_epochs=1', 'model.test_cfg.rcnn.score_thr=0.0']),
+            ['train_cfg.max_epochs=1', *DET_TEST_OPTIONS]),
     'seg': (SEG_TOY, dict(batch_size=2, default_hooks=dict(logger=dict(interval=1))),
             ['train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2']),
 }
@@ -126,3 +138,16 @@ def toy_run(toy_config, tmp_path_factory):
         return ToyRun(config, root / task, log)
 
     return train
+
+
+@pytest.fixture(scope='session')
+def amp_detector_run(tmp_path_factory):
+    """gpu_check's ``tools/train.py --amp`` check of the toy detector, run once with the CPU as the device (bf16,
+    2 iterations of batch 2): test_gpu_check checks the tool's verdict, test_amp the training log. The two were
+    the same minute-long bf16 training. Returns the verdict, the work dir and the run's log file's text."""
+    from petah_mm.tools import gpu_check
+
+    work = tmp_path_factory.mktemp('amp_detector')
+    verdict = gpu_check.check_amp_training(argparse.Namespace(device='cpu', work_dir=str(work)), iterations=2)
+    log, = (work / 'train').glob('*/*.log')
+    return verdict, work, log.read_text()

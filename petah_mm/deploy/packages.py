@@ -319,18 +319,18 @@ def probe_task(model: nn.Module) -> None:
 @contextmanager
 def few_proposals(model: nn.Module):
     """A two-stage detector's raw forward (``mode='tensor'``) runs every RoI head, masks included, on all of
-    the RPN's proposals (1,000: a minute on 2 CPU cores); the probe checks the same layers on
-    :data:`PROBE_PROPOSALS` of them."""
-    cfg = getattr(getattr(model, 'rpn_head', None), 'test_cfg', None)
-    if cfg is None or 'max_per_img' not in cfg:
-        yield
-        return
-    kept = cfg.max_per_img
-    cfg.max_per_img = min(kept, PROBE_PROPOSALS)
+    the RPN's proposals (1,000: a minute on 2 CPU cores), and its prediction runs the mask heads on up to the
+    RoI head's 100 boxes (seconds); the probe checks the same layers on :data:`PROBE_PROPOSALS` of each."""
+    cfgs = [getattr(getattr(model, head, None), 'test_cfg', None) for head in ('rpn_head', 'roi_head')]
+    cfgs = [cfg for cfg in cfgs if cfg is not None and 'max_per_img' in cfg]
+    kept = [cfg.max_per_img for cfg in cfgs]
+    for cfg in cfgs:
+        cfg.max_per_img = min(cfg.max_per_img, PROBE_PROPOSALS)
     try:
         yield
     finally:
-        cfg.max_per_img = kept
+        for cfg, count in zip(cfgs, kept):
+            cfg.max_per_img = count
 
 
 def restore_tuples(value):

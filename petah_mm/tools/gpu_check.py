@@ -18,6 +18,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 DET_TOY = REPO / 'configs/toy/cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py'
+#: the input batch (N, C, H, W) of the backbone checks: a detector's aspect ratio, seconds on any GPU
+INPUT_SHAPE = (2, 3, 128, 96)
 
 
 def check_mmcv_ops(device):
@@ -72,7 +74,7 @@ def check_backbone(device):
     """PETAH-2 EfficientFormer-L1 training: outputs and gradients on CUDA (fp32, fp16 and, where the GPU
     has it, bf16 autocast) against the CPU in fp32."""
     model = randomised_petah_l1().train()
-    x = torch.randn(2, 3, 128, 96)
+    x = torch.randn(INPUT_SHAPE)
     cpu_out, cpu_grads = adapted_backbone_grads(model, x)
     model.to(device)
     # bf16 keeps 8 bits of mantissa: the stem's gradients, summed over every pixel, are off by up to ~7 %
@@ -94,7 +96,7 @@ def check_inference(device):
     """The same backbone at inference, unmerged (its thin and fused forms) and merged, on CUDA (fp32 and
     fp16 autocast) against the CPU unmerged in fp32."""
     model = randomised_petah_l1().eval()
-    x = torch.randn(2, 3, 128, 96)
+    x = torch.randn(INPUT_SHAPE)
     cpu_out = [o.clone() for o in model(x)]
     model.to(device)
     lines = []

@@ -74,8 +74,10 @@ def test_task_package_roundtrip(workspace, task, tmp_path):
     assert sizes['adapter'] == (tmp_path / task / 'adapter.safetensors').stat().st_size
     export_shared_backbone(model, tmp_path / 'backbone.safetensors')
     loaded = load_task_package(tmp_path / task, tmp_path / 'backbone.safetensors')
-    if task == 'det':  # the load's probe ran the RoI heads on a few proposals only, and gave the rest back
-        assert loaded.rpn_head.test_cfg.max_per_img == model.rpn_head.test_cfg.max_per_img > PROBE_PROPOSALS
+    if task == 'det':  # the load's probe ran the RoI heads on a few proposals and boxes only, and gave the rest back
+        for head in ('rpn_head', 'roi_head'):
+            kept = getattr(model, head).test_cfg.max_per_img
+            assert getattr(loaded, head).test_cfg.max_per_img == kept > PROBE_PROPOSALS, head
     assert_same(predict(loaded, image), predict(model, image))
     with pytest.raises(FileExistsError):
         export_task_package(model, cfg, tmp_path / task)

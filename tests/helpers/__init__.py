@@ -19,6 +19,11 @@ CLS_TOY = TOY / 'ef-l1-petah2_toy-cls.py'
 #: where the toy configs look for their data and "pretrained" backbone, relative to the working directory
 TOY_DATA = dict(coco='data/toy_coco', ade20k='data/toy_ade20k', cls='data/toy_cls')
 TOY_BACKBONE = 'data/toy_backbone/efficientformer-l1_seed0.pth'
+#: ``--cfg-options`` for a toy detector that validates or tests after a few iterations: every box kept (no score
+#: passes the usual 0.05 yet, and a validation without a box logs no metric), at RoI budgets a CPU test affords
+#: (the defaults, 1,000 proposals and 100 boxes through three mask heads, cost ~10 s of CPU per image)
+DET_TEST_OPTIONS = ('model.test_cfg.rcnn.score_thr=0.0', 'model.test_cfg.rcnn.max_per_img=12',
+                    'model.test_cfg.rpn.max_per_img=40')
 
 
 def run_process(command: Sequence, cwd=REPO, env: Optional[dict] = None, timeout: int = 1200):

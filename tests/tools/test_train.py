@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from petah_mm.tools.hparam_grid import final_metric
-from helpers import REPO, SEG_TOY, run, run_process
+from helpers import DET_TEST_OPTIONS, REPO, SEG_TOY, run, run_process
 
 pytestmark = pytest.mark.slow
 
@@ -20,14 +20,14 @@ def test_detection_train_resume_test(toy_run, tmp_path):
     assert (first.work_dir / 'epoch_1.pth').exists() and 'Epoch(train) [1]' in first.log
     work = first.copy_to(tmp_path / 'work')
     resumed = run('tools/train.py', first.config, '--work-dir', work, '--resume',
-                  '--cfg-options', 'train_cfg.max_epochs=2')
+                  '--cfg-options', 'train_cfg.max_epochs=2', *DET_TEST_OPTIONS)
     assert 'resumed epoch: 1' in resumed
     assert 'Epoch(train) [2]' in resumed and 'Epoch(train) [1]' not in resumed
     ckpt = torch.load(work / 'epoch_2.pth', map_location='cpu')  # weights_only: petah_mm's allow-list
     assert ckpt['meta']['epoch'] == 2 and ckpt['meta']['iter'] == 4
     # after 4 iterations no score passes the usual 0.05; keep every box so COCO eval has input
     out = run('tools/test.py', first.config, work / 'epoch_2.pth', '--work-dir', tmp_path / 'test',
-              '--cfg-options', 'model.test_cfg.rcnn.score_thr=0.0')
+              '--cfg-options', *DET_TEST_OPTIONS)
     assert re.search(r'coco/bbox_mAP: \d', out) and re.search(r'coco/segm_mAP: \d', out)
 
 
