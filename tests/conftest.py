@@ -14,7 +14,7 @@ from mmengine.config import Config
 
 from petah_mm.datasets import (TOY_CONFIGS, make_toy_ade20k, make_toy_backbone, make_toy_classification, make_toy_coco,
                                write_toy_user_config)
-from petah_mm.tools.benchmark.ablations import peft_dir
+from petah_mm.tools.analysis.benchmark.ablations import peft_dir
 from helpers import CLS_TOY, DET_TEST_OPTIONS, DET_TOY, SEG_TOY, TOY_BACKBONE, TOY_DATA, run
 
 
@@ -145,7 +145,7 @@ def amp_detector_run(tmp_path_factory):
     """gpu_check's ``tools/train.py --amp`` check of the toy detector, run once with the CPU as the device (bf16,
     2 iterations of batch 2): test_gpu_check checks the tool's verdict, test_amp the training log. The two were
     the same minute-long bf16 training. Returns the verdict, the work dir and the run's log file's text."""
-    from petah_mm.tools import gpu_check
+    from petah_mm.tools.analysis import gpu_check
 
     work = tmp_path_factory.mktemp('amp_detector')
     verdict = gpu_check.check_amp_training(argparse.Namespace(device='cpu', work_dir=str(work)), iterations=2)

@@ -6,9 +6,9 @@ silhouettes (docs/real_data.md); the EfficientFormer-L1 toy run is one --config 
     .venv/bin/python tools/main_job.py --work-dir work_dirs/main_job_toy \\
         --config configs/toy/cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py
 
-The logic lives in :mod:`petah_mm.tools.main_job`, where the tests import it.
+The logic lives in :mod:`petah_mm.tools.studies.main_job`, where the tests import it.
 """
-from petah_mm.tools.main_job import main
+from petah_mm.tools.studies.main_job import main
 
 if __name__ == '__main__':
     main()

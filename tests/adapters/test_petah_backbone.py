@@ -13,7 +13,7 @@ import petah_mm.adapters.backbone as backbone_module
 from petah_mm.adapters import PRESETS, adapted_layers, preset, preset_name
 from petah_mm.models import build_backbone_from_config, without_pretrained
 from petah_mm.sparse import weight_kinds
-from petah_mm.tools import count_params
+from petah_mm.tools.analysis import count_params
 from helpers import REPO, assert_close_scaled, reduction_length
 
 RESNET18 = dict(type='mmdet.ResNet', depth=18)

@@ -15,8 +15,8 @@ from petah_mm.adapters import (AdapterFileError, LayerCost, adapt_layer, adapted
                                layer_cost, preset, rank_gains, ranks_digest)
 from petah_mm.models import PETAHEfficientFormer, build_backbone_from_config
 from petah_mm.testing import randomise_adapters
-from petah_mm.tools import allocate_ranks as tool
-from petah_mm.tools import count_params
+from petah_mm.tools.analysis import count_params
+from petah_mm.tools.studies import allocate_ranks as tool
 from helpers import CLS_TOY, assert_close_scaled, reduction_length
 
 # ------------------------------------------------------------------------------------------------ the allocation

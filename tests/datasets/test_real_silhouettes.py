@@ -15,7 +15,7 @@ from petah_mm.datasets import (ANIMAL_CLASSES, load_animal_mnist, make_animal_pl
                                make_animal_silhouettes)
 from petah_mm.datasets.real_silhouettes import CATEGORIES, SPLIT_OF, _ArrayUnpickler, silhouette_pool
 from petah_mm.datasets.toy_data import COCO_CATEGORIES
-from petah_mm.tools.make_real_data import main as make_real_data
+from petah_mm.tools.datagen.make_real_data import main as make_real_data
 from petah_mm.utils.package_files import PackageFile, PackageFileError
 
 SIZE = (96, 80)  # (w, h): non-square, so that a swapped axis shows

@@ -8,7 +8,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from petah_mm.datasets import make_toy_ade20k, make_toy_classification, make_toy_coco, toy_data
-from petah_mm.tools import make_toy_data
+from petah_mm.tools.datagen import make_toy_data
 
 SMALL = {  # keep every dataset tiny: the whole module must stay well under 20 s
     make_toy_coco: dict(num_train=6, num_val=3),

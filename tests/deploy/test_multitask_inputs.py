@@ -14,7 +14,7 @@ from mmpretrain.datasets.transforms import ResizeEdge
 
 from petah_mm.deploy import MultiTaskModel
 from petah_mm.deploy.pipeline import MIN_SIDE, resized_size
-from petah_mm.tools.multitask_args import task_packages, task_spec
+from petah_mm.tools.deployment.multitask_args import task_packages, task_spec
 from helpers import REPO, run_process
 from helpers.task_models import write_packages
 

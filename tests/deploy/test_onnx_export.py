@@ -16,7 +16,7 @@ from petah_mm.deploy.onnx.inputs import pipeline_batches
 from petah_mm.deploy.onnx.runtime import cpu_session
 from petah_mm.deploy.onnx.verify import relative_difference
 from petah_mm.testing import randomise_adapters
-from petah_mm.tools import export_onnx as export_tool
+from petah_mm.tools.deployment import export_onnx as export_tool
 from helpers.onnx_models import random_task_checkpoint
 
 

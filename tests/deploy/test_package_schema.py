@@ -21,7 +21,7 @@ from petah_mm.deploy.package_schema import (MAX_AREA, MAX_SIDE, SLOTS, Int, Sche
                                             register_package_type)
 from petah_mm.deploy.packages import MAX_CONFIG_BYTES, from_json_object, package_config, read_package_config
 from petah_mm.deploy.pipeline import check_image_size, resized_size
-from petah_mm.tools.release_task import MAX_SUMS_BYTES, verify
+from petah_mm.tools.deployment.release_task import MAX_SUMS_BYTES, verify
 from helpers import CLS_TOY, DET_TOY, REPO, SEG_TOY
 
 REAL = REPO / 'configs' / 'real'

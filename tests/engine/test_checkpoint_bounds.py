@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from petah_mm.engine import CheckpointRefusedError, load_checkpoint_file
 from petah_mm.engine.checkpoint_bounds import EXPANSION, MAX_DEPTH
-from petah_mm.tools import sparse_pack
+from petah_mm.tools.deployment import sparse_pack
 from petah_mm.utils.tensor_file import write_tensor_file
 
 

@@ -25,7 +25,8 @@ from petah_mm.sparse import (PreserveSparsityHook, SparseFileError, magnitude_ma
                              write_packed)
 from petah_mm.sparse.storage import pack_state_dict
 from petah_mm.testing import randomise_adapters
-from petah_mm.tools import prune_backbone, sparse_deployment, sparse_pack
+from petah_mm.tools.analysis import sparse_deployment
+from petah_mm.tools.deployment import prune_backbone, sparse_pack
 from petah_mm.utils.tensor_file import FORMAT_VERSION, tensor_digest
 from helpers import REPO, assert_close_scaled, reduction_length
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from petah_mm.tools import benchmark as benchmark_tool
-from petah_mm.tools.benchmark import machine
+from petah_mm.tools.analysis import benchmark as benchmark_tool
+from petah_mm.tools.analysis.benchmark import machine
 from helpers import REPO, run_process
 
 TOOL = REPO / 'tools' / 'analysis_tools' / 'benchmark.py'

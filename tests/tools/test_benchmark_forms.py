@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from petah_mm.tools.benchmark import ablations, report, training
-from petah_mm.tools.benchmark.inference import FLOPS_RULE, inference
+from petah_mm.tools.analysis.benchmark import ablations, report, training
+from petah_mm.tools.analysis.benchmark.inference import FLOPS_RULE, inference
 
 ARGS = dict(config=None, arch='l1', size=32, device='cpu', inference_batches=[1], amp=False, warmup=0, repeats=1,
             rounds=1)
@@ -60,7 +60,7 @@ import copy, json, sys, torch
 from mmengine.registry import MODELS
 from petah_mm.adapters import adapted_layers, preset
 from petah_mm.testing import randomise_adapters
-from petah_mm.tools.benchmark import ablations
+from petah_mm.tools.analysis.benchmark import ablations
 backbone = MODELS.build(dict(type='PETAHEfficientFormer', arch='l1', out_indices=[3], adapter=preset('petah2')))
 randomise_adapters(backbone)
 backbone.eval()

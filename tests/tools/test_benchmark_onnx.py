@@ -6,7 +6,7 @@ import numpy as np
 
 from petah_mm.deploy.onnx.runtime import cpu_session
 from petah_mm.deploy.onnx.verify import relative_difference
-from petah_mm.tools.benchmark import onnx_inference as tool
+from petah_mm.tools.analysis.benchmark import onnx_inference as tool
 
 ARGS = argparse.Namespace(config=None, arch='l1', size=64, device='cpu', inference_batches=[1, 2], warmup=0,
                           repeats=1, rounds=1)

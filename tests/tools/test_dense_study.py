@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-import petah_mm.tools.dense_study as study
+import petah_mm.tools.studies.dense_study as study
 
 WEIGHTS = {'tf-efficientnet-lite0': 'pypkg://efficientnet-lite0/features',
            'dinov2-vit-s14': 'pypkg://dinov2-vit-s14/features'}

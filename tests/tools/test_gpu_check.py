@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from petah_mm.tools import gpu_check
+from petah_mm.tools.analysis import gpu_check
 from helpers import run_process
 
 

@@ -10,7 +10,7 @@ import yaml
 from mmengine.config import Config
 
 from petah_mm.adapters import is_adapter_key
-from petah_mm.tools import hparam_grid
+from petah_mm.tools.studies import hparam_grid
 from helpers import CLS_TOY, REPO, build_model
 
 FGVC = REPO / 'configs' / 'fgvc'

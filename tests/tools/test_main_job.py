@@ -2,7 +2,7 @@
 EfficientFormer-L1 toy run one --config away, and a clear refusal of a config whose dataset it cannot generate."""
 import pytest
 
-import petah_mm.tools.main_job as main_job
+import petah_mm.tools.studies.main_job as main_job
 from petah_mm.datasets import make_animal_silhouettes, make_toy_coco
 
 TOY = main_job.TOY_CONFIG

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from petah_mm.tools.plot_results import mean_accuracy
+from petah_mm.tools.studies.plot_results import mean_accuracy
 from helpers import REPO, run, run_process
 
 

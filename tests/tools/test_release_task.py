@@ -8,7 +8,7 @@ import pytest
 
 from petah_mm.datasets import make_animal_silhouettes
 from petah_mm.deploy import load_task_package
-from petah_mm.tools.release_task import RESULTS, SUMS, evaluate, installed_backbone, verify
+from petah_mm.tools.deployment.release_task import RESULTS, SUMS, evaluate, installed_backbone, verify
 from helpers import REPO
 
 PACKAGES = sorted(p for p in (REPO / 'release').glob('*-*') if p.is_dir())

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from petah_mm.tools.hparam_grid import final_metric
+from petah_mm.tools.studies.hparam_grid import final_metric
 from helpers import DET_TEST_OPTIONS, REPO, SEG_TOY, run, run_process
 
 pytestmark = pytest.mark.slow

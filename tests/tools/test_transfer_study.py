@@ -9,11 +9,11 @@ import pytest
 import torch
 from mmengine.runner import Runner
 
-import petah_mm.tools.transfer_study as study
+import petah_mm.tools.studies.transfer_study as study
 from petah_mm.datasets import make_animal_classification
-from petah_mm.tools import linear_probe
-from petah_mm.tools.transfer_study import (METHODS, PROFILES, Profile, applies, collapsed, combinations, main, pick_lr,
-                                           run_config, summarise)
+from petah_mm.tools.studies import linear_probe
+from petah_mm.tools.studies.transfer_study import (METHODS, PROFILES, Profile, applies, collapsed, combinations, main,
+                                                   pick_lr, run_config, summarise)
 
 TINY = Profile({}, ('animal', ), {}, seeds=1, selection_seeds=1, epochs=2, counts=(4, 1, 1))
 

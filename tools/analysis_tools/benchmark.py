@@ -6,10 +6,10 @@
     python tools/analysis_tools/benchmark.py --device cuda --amp
     python tools/analysis_tools/benchmark.py --methods full petah2 petah2-dora petah2-lokr  # other presets' rows
 
-What each row measures, and how, is documented in :mod:`petah_mm.tools.benchmark`, which holds one
+What each row measures, and how, is documented in :mod:`petah_mm.tools.analysis.benchmark`, which holds one
 module per job (inference, training, sizes, switch, ablations, report) and where the tests import it.
 """
-from petah_mm.tools.benchmark import main
+from petah_mm.tools.analysis.benchmark import main
 
 if __name__ == '__main__':
     main()

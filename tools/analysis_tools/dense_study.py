@@ -4,9 +4,9 @@ a fully fine-tuned pretrained EfficientNet-Lite0.
     python tools/analysis_tools/dense_study.py --quick
     python tools/analysis_tools/dense_study.py [--work-dir DIR]
 
-The logic lives in :mod:`petah_mm.tools.dense_study`, where the tests import it.
+The logic lives in :mod:`petah_mm.tools.studies.dense_study`, where the tests import it.
 """
-from petah_mm.tools.dense_study import main
+from petah_mm.tools.studies.dense_study import main
 
 if __name__ == '__main__':
     main()

@@ -4,11 +4,11 @@ benchmark on the GPU.
 
     python tools/analysis_tools/gpu_check.py [--work-dir work_dirs/gpu_check] [--device cuda:0]
 
-The logic lives in :mod:`petah_mm.tools.gpu_check`, where the tests import it.
+The logic lives in :mod:`petah_mm.tools.analysis.gpu_check`, where the tests import it.
 """
 import sys
 
-from petah_mm.tools.gpu_check import main
+from petah_mm.tools.analysis.gpu_check import main
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -5,9 +5,9 @@
     python tools/analysis_tools/hparam_grid.py CONFIG --dry-run    # write the configs, train on a cluster
     python tools/analysis_tools/hparam_grid.py CONFIG --collect    # then gather their results
 
-The logic lives in :mod:`petah_mm.tools.hparam_grid`, where the tests import it.
+The logic lives in :mod:`petah_mm.tools.studies.hparam_grid`, where the tests import it.
 """
-from petah_mm.tools.hparam_grid import main
+from petah_mm.tools.studies.hparam_grid import main
 
 if __name__ == '__main__':
     main()

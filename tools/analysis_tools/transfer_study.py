@@ -4,9 +4,9 @@ applies, pretrained and random, on real-material sets.
     python tools/analysis_tools/transfer_study.py --quick
     python tools/analysis_tools/transfer_study.py [--full] [--no-stabiliser] [--work-dir DIR]
 
-The logic lives in :mod:`petah_mm.tools.transfer_study`, where the tests import it.
+The logic lives in :mod:`petah_mm.tools.studies.transfer_study`, where the tests import it.
 """
-from petah_mm.tools.transfer_study import main
+from petah_mm.tools.studies.transfer_study import main
 
 if __name__ == '__main__':
     main()

@@ -6,9 +6,9 @@ Classification (mmpretrain) and semantic segmentation (mmseg) export with ``torc
 Cascade (Mask) R-CNN (mmdet) end2end through mmdeploy. The graph's input is the normalised image
 tensor the model's data preprocessor produces; the batch is dynamic, H and W are fixed at export.
 ``--verify`` exits 1 when ONNX Runtime and PyTorch disagree beyond the tolerances. The logic
-lives in :mod:`petah_mm.tools.export_onnx`; see docs/deployment.md.
+lives in :mod:`petah_mm.tools.deployment.export_onnx`; see docs/deployment.md.
 """
-from petah_mm.tools.export_onnx import main
+from petah_mm.tools.deployment.export_onnx import main
 
 if __name__ == '__main__':
     raise SystemExit(main())

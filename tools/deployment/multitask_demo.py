@@ -16,7 +16,7 @@ from mmengine.registry import VISUALIZERS, DefaultScope
 
 from petah_mm.deploy import MultiTaskModel
 from petah_mm.deploy.multitask import MODES
-from petah_mm.tools.multitask_args import task_packages, task_spec
+from petah_mm.tools.deployment.multitask_args import task_packages, task_spec
 
 #: each library's own visualizer: a package's config holds what serving needs, not how to draw
 VISUALIZER_TYPES = dict(mmdet='DetLocalVisualizer', mmseg='SegLocalVisualizer', mmpretrain='UniversalVisualizer')

@@ -24,7 +24,7 @@ from mmengine.config import Config
 
 from petah_mm.adapters import PRESETS
 from petah_mm.models import build_backbone_from_config
-from petah_mm.tools.release_task import RESULTS, ZOO_METRICS
+from petah_mm.tools.deployment.release_task import RESULTS, ZOO_METRICS
 from petah_mm.utils.fileio import write_bytes_atomic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +43,8 @@ FOLDERS = {
                  plain=('tf-efficientnet-lite0_in1k', )),
 }
 RELEASE = REPO / 'release'
-#: the task of a released package's results, by its metrics (the names of petah_mm.tools.release_task.ZOO_METRICS)
+#: the task of a released package's results, by its metrics (the names of
+#: petah_mm.tools.deployment.release_task.ZOO_METRICS)
 RESULT_TASKS = {'box AP': 'Object Detection', 'mask AP': 'Instance Segmentation', 'mIoU': 'Semantic Segmentation'}
 PAPER = dict(Title='PETAH: Parameter Efficient Task Adaptation for Hybrid Transformers in a resource-limited '
              'Context (Augustin et al., 2024)')

@@ -5,9 +5,9 @@
     python tools/model_converters/prune_backbone.py CONFIG OUT --checkpoint SRC   # SRC instead of the config's
     python tools/model_converters/prune_backbone.py CONFIG OUT --random-init      # demo: nothing to download
 
-The logic lives in :mod:`petah_mm.tools.prune_backbone`, where the tests import it.
+The logic lives in :mod:`petah_mm.tools.deployment.prune_backbone`, where the tests import it.
 """
-from petah_mm.tools.prune_backbone import main
+from petah_mm.tools.deployment.prune_backbone import main
 
 if __name__ == '__main__':
     main()

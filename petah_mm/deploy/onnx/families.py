@@ -15,7 +15,7 @@ import torch
 
 from ...adapters.presets import preset
 from ...testing import randomise_adapters
-from ...tools.count_params import FAMILIES, build_backbone
+from ...tools.analysis.count_params import FAMILIES, build_backbone
 from .export import batch_axis_works, onnx_bytes
 from .multitask import BackboneWithTaskInputs, task_tensor_names
 from .runtime import cpu_session

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DET_TOY = REPO / 'configs/toy/cascade-mask-rcnn_ef-l1-petah2_fpn_toy-coco.py'
 #: the input batch (N, C, H, W) of the backbone checks: a detector's aspect ratio, seconds on any GPU
 INPUT_SHAPE = (2, 3, 128, 96)

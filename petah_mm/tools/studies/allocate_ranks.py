@@ -22,8 +22,8 @@ from mmengine.runner import Runner
 
 from petah_mm.adapters import allocate_ranks, build_plan, layer_cost, preset, rank_gains, ranks_digest, resolve_targets
 from petah_mm.models import without_pretrained
-from petah_mm.tools import linear_probe
-from petah_mm.tools.count_params import report
+from petah_mm.tools.analysis.count_params import report
+from petah_mm.tools.studies import linear_probe
 from petah_mm.utils import check_output_path, write_bytes_atomic
 
 #: adapter keys that fix ranks: the budget's adapter has none of them

@@ -39,7 +39,7 @@ from petah_mm.adapters import preset_name
 from petah_mm.models import without_pretrained
 from petah_mm.utils.fileio import write_bytes_atomic
 
-TRAIN = Path(__file__).resolve().parents[2] / 'tools' / 'train.py'  # the checkout's (an editable install)
+TRAIN = Path(__file__).resolve().parents[3] / 'tools' / 'train.py'  # the checkout's (an editable install)
 LR_KEY = 'backbone'  # the custom_keys entry whose lr_mult is the LR factor
 # PETAH Table 7: grids per method family; linear probing has no LR factor.
 WEIGHT_DECAYS = [0.0, 2e-4, 2e-3, 2e-2]

@@ -14,7 +14,7 @@ seeds, and the test split, which no choice saw, is reported as mean ± std over 
 is mmengine's Runner on the backbone's configs/real classification config (the method's own config where one
 exists, as ``-full_`` with its 0.1x backbone LR, else the ``-petah2_`` one with the adapter replaced), with only
 the adapter, LR, seed, init, data root, epochs and stabiliser changed; linear probing (``frozen``) is the same
-optimisation on cached features (:mod:`petah_mm.tools.linear_probe`). A method that does not apply to a backbone
+optimisation on cached features (:mod:`petah_mm.tools.studies.linear_probe`). A method that does not apply to a backbone
 (attention methods on a CNN) is skipped by the adapter's own rule: the one that refuses to build it.
 
 Stabiliser, on unless ``--no-stabiliser``: gradient clipping by global norm (``optim_wrapper.clip_grad``,
@@ -73,11 +73,11 @@ from mmengine.runner import Runner
 from petah_mm.adapters import PRESETS, build_plan, preset
 from petah_mm.datasets import make_animal_classification, make_animal_plain_classification, make_digit_classification
 from petah_mm.models import without_pretrained
-from petah_mm.tools import allocate_ranks, linear_probe
-from petah_mm.tools.study_cli import parse_study_args, study_setup
+from petah_mm.tools.studies import allocate_ranks, linear_probe
+from petah_mm.tools.studies.study_cli import parse_study_args, study_setup
 from petah_mm.utils import atomic_write, write_bytes_atomic
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 #: backbone -> its configs/real classification config (PETAH-2; the other methods replace the adapter)
 CONFIGS = {
     'tf-efficientnet-lite0': REPO / 'configs/real/tf-efficientnet-lite0-petah2_animal-cls-64px.py',

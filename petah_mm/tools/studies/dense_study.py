@@ -27,10 +27,10 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from petah_mm.datasets import make_animal_silhouettes
-from petah_mm.tools.study_cli import parse_study_args, study_setup
+from petah_mm.tools.studies.study_cli import parse_study_args, study_setup
 from petah_mm.utils import write_bytes_atomic
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 #: task -> backbone -> its configs/real config, per method
 TASKS = {
     'cascade-mask-rcnn': {

@@ -1,4 +1,0 @@
-"""``python -m petah_mm.tools.benchmark``: what the training rows' fresh worker processes run."""
-from .cli import main
-
-main()
