@@ -17,11 +17,10 @@ from typing import Dict, Optional, Union
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import Runner
 
 from petah_mm.adapters import allocate_ranks, build_plan, layer_cost, preset, rank_gains, ranks_digest, resolve_targets
-from petah_mm.models import without_pretrained
+from petah_mm.models import build_backbone_from_config
 from petah_mm.tools.analysis.count_params import report
 from petah_mm.tools.studies import linear_probe
 from petah_mm.utils import check_output_path, write_bytes_atomic
@@ -40,9 +39,11 @@ def budget_adapter(adapter: Union[dict, str], budget: Union[str, int, None] = No
 
 
 def build_backbone(cfg: Config, adapter: dict):
-    """CONFIG's backbone without pretrained weights under ``adapter``: for counting parameters."""
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-        return MODELS.build(dict(without_pretrained(cfg.model.backbone), adapter=adapter))
+    """CONFIG's backbone without pretrained weights under ``adapter`` (replaced whole, not merged into CONFIG's,
+    whose ranks it may not sit beside): for counting parameters."""
+    cfg = copy.deepcopy(cfg)
+    cfg.model.backbone.adapter = adapter
+    return build_backbone_from_config(cfg)
 
 
 def resolve_budget(cfg: Config, budget: Union[str, int]) -> int:

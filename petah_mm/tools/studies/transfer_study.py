@@ -67,12 +67,11 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
-from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import Runner
 
 from petah_mm.adapters import PRESETS, build_plan, preset
 from petah_mm.datasets import make_animal_classification, make_animal_plain_classification, make_digit_classification
-from petah_mm.models import without_pretrained
+from petah_mm.models import build_backbone_from_config, without_pretrained
 from petah_mm.tools.studies import allocate_ranks, linear_probe
 from petah_mm.tools.studies.study_cli import parse_study_args, study_setup
 from petah_mm.utils import atomic_write, write_bytes_atomic
@@ -154,9 +153,7 @@ def lr_grid(profile: Profile, backbone: str, method: str) -> Tuple[float, ...]:
 
 @lru_cache(maxsize=None)
 def _weightless_backbone(backbone: str):
-    cfg = Config.fromfile(str(CONFIGS[backbone]))
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        return MODELS.build(dict(without_pretrained(cfg.model.backbone), adapter=dict(method='frozen')))
+    return build_backbone_from_config(str(CONFIGS[backbone]), 'frozen')
 
 
 def applies(backbone: str, method: str) -> bool:
