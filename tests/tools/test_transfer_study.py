@@ -203,10 +203,10 @@ def test_quick_study_through_the_runner_covers_the_cnn_and_the_vit(tmp_path):
     assert runs['petah2']['path'] == runs['petah-budget']['path'] == 'runner'
     assert all(0 <= row['test_mean'] <= 100 and row['epoch_s'] > 0 and row['collapsed'] in (0, 1)
                for row in rows.values())
-    saved = json.loads((tmp_path / 'transfer_study.json').read_text())
+    saved = json.loads((tmp_path / 'transfer_study_quick.json').read_text())
     assert saved['summary'] == results['summary'] and len(saved['runs']) == 6
-    assert (tmp_path / 'transfer_study.png').stat().st_size > 0
-    table = (tmp_path / 'transfer_study.md').read_text()
+    assert (tmp_path / 'transfer_study_quick.png').stat().st_size > 0
+    table = (tmp_path / 'transfer_study_quick.md').read_text()
     assert '| dinov2-vit-s14 | animal | pretrained | petah2 |' in table and 'collapsed' in table
 
 
@@ -229,3 +229,22 @@ def test_default_study_rows_and_sizes():
     assert default.selection_seeds >= 2 and default.seeds >= 3 and default.stabiliser
     # the module docstring's sizes: 80 steps of batch 32 per run
     assert default.epochs * -(-default.counts[0] * 10 // 32) == 80
+
+
+def test_select_narrows_a_profile_to_named_rows_and_refuses_unknown_names():
+    full = PROFILES['full']
+    assert study.select(full) is full
+    chosen = study.select(full, backbones=['dinov2-vit-s14'], datasets=['animal'], methods=['attn-ft', 'lora-attn-r8'])
+    assert list(combinations(chosen)) == [
+        ('dinov2-vit-s14', 'animal', 'attn-ft', 'pretrained'), ('dinov2-vit-s14', 'animal', 'attn-ft', 'random'),
+        ('dinov2-vit-s14', 'animal', 'lora-attn-r8', 'pretrained'),
+        ('dinov2-vit-s14', 'animal', 'lora-attn-r8', 'random')]
+    # the rows keep the profile's seeds and epochs, so their runs share names with the profile's
+    assert (chosen.seeds, chosen.epochs, chosen.counts) == (full.seeds, full.epochs, full.counts)
+    pretrained = study.select(full, backbones=['dinov2-vit-s14'], datasets=['animal'], methods=['attn-ft'],
+                              pretrained_only=True)
+    assert list(combinations(pretrained)) == [('dinov2-vit-s14', 'animal', 'attn-ft', 'pretrained')]
+    with pytest.raises(ValueError, match=r'--methods attn-fine-tune: not in this profile; choose from .*attn-ft'):
+        study.select(full, methods=['attn-fine-tune'])
+    with pytest.raises(ValueError, match='--datasets cars: not in this profile'):
+        study.select(PROFILES['default'], datasets=['cars'])

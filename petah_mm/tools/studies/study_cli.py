@@ -6,8 +6,10 @@ from typing import Dict, Optional, Tuple
 
 
 def parse_study_args(doc: str, quick_help: str, full_help: str, work_dir: str, argv=None,
-                     switches: Optional[Dict[str, str]] = None) -> argparse.Namespace:
-    """``switches``: a study's own on/off flags (flag -> help), beside the shared ones."""
+                     switches: Optional[Dict[str, str]] = None,
+                     selections: Optional[Dict[str, str]] = None) -> argparse.Namespace:
+    """``switches``: a study's own on/off flags (flag -> help), beside the shared ones; ``selections``: its flags
+    that take names (flag -> help)."""
     parser = argparse.ArgumentParser(description=doc.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
     size = parser.add_mutually_exclusive_group()
@@ -16,6 +18,8 @@ def parse_study_args(doc: str, quick_help: str, full_help: str, work_dir: str, a
     parser.add_argument('--work-dir', default=work_dir, help='data, runs and results')
     for flag, help in (switches or {}).items():
         parser.add_argument(flag, action='store_true', help=help)
+    for flag, help in (selections or {}).items():
+        parser.add_argument(flag, nargs='+', metavar='NAME', help=help)
     return parser.parse_args(argv)
 
 

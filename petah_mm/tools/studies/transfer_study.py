@@ -6,6 +6,8 @@ with few parameters? (docs/real_data.md)
     python tools/analysis_tools/transfer_study.py                     # Lite0 and ViT-S/14, animal and animal-plain
     python tools/analysis_tools/transfer_study.py --full              # every backbone, dataset, method and init
     python tools/analysis_tools/transfer_study.py --no-stabiliser      # the same without clipping and warmup
+    python tools/analysis_tools/transfer_study.py --full --backbones dinov2-vit-s14 --datasets animal \
+        --methods attn-ft lora-attn-r8 --pretrained-only               # a few rows of a profile
 
 Protocol (the same for every method). For each backbone, dataset, method and init (the pretrained weights, or
 random as the control that shows what pretraining buys), every LR of the profile's grid is trained with the first
@@ -25,8 +27,10 @@ Runs append to ``WORK_DIR/runs.jsonl`` as they finish, so an interrupted study r
 
 Output in WORK_DIR: ``transfer_study.json`` (every run and the summary), ``transfer_study.md`` (mean ± std test
 top-1, collapses, trainable backbone parameters, seconds per training epoch) and ``transfer_study.png`` (accuracy
-against trainable parameters, log x; linear probing, which trains none, as a line); ``transfer_study_no_stabiliser.*``
-without the stabiliser.
+against trainable parameters, log x; linear probing, which trains none, as a line). Their names grow with what
+differs from the default: ``transfer_study_full.*``, ``transfer_study_no_stabiliser.*``, and ``_selected`` when
+``--backbones``, ``--datasets``, ``--methods`` or ``--pretrained-only`` narrowed the profile (its rows only; the runs are shared by name, so
+a selection of ``--full`` reuses the default's runs and the default reuses its).
 
 Sizes and time. Measured 2026-12-06 on this project's 2-core AMD EPYC (5 training steps of batch
 32 after a warm-up one, forward + backward + AdamW, no data loading), at a load of about 1.5 from other jobs:
@@ -270,6 +274,33 @@ def combinations(profile: Profile) -> Iterator[Tuple[str, str, str, str]]:
                 yield backbone, dataset, method, init
 
 
+def select(profile: Profile, backbones=None, datasets=None, methods=None, pretrained_only=False) -> Profile:
+    """The profile narrowed to the named backbones, datasets and methods (None: all of the profile's), without its
+    random-init controls if ``pretrained_only``; the same object when nothing narrows it. A name the profile does
+    not hold is refused, with the names it does."""
+    def checked(names, held, flag):
+        unknown = sorted(set(names) - set(held))
+        if unknown:
+            raise ValueError(f'{flag} {" ".join(unknown)}: not in this profile; choose from {" ".join(sorted(held))} '
+                             '(or use --full, which holds every backbone, dataset and method)')
+        return set(names)
+
+    if not (backbones or datasets or methods or pretrained_only):
+        return profile
+    keep_backbones = checked(backbones or profile.methods, profile.methods, '--backbones')
+    keep_datasets = checked(datasets or profile.datasets, profile.datasets, '--datasets')
+    keep_methods = checked(methods or (), {m for ms in profile.methods.values() for m in ms}, '--methods') \
+        if methods else None
+
+    def narrow(table):
+        return {backbone: tuple(m for m in chosen if keep_methods is None or m in keep_methods)
+                for backbone, chosen in table.items() if backbone in keep_backbones}
+
+    return replace(profile, methods=narrow(profile.methods),
+                   random_control={} if pretrained_only else narrow(profile.random_control),
+                   datasets=tuple(d for d in profile.datasets if d in keep_datasets))
+
+
 def pick_lr(selection: List[dict]) -> float:
     """The LR whose runs have the best mean validation top-1 (the first in grid order on a tie)."""
     by_lr: Dict[float, List[float]] = {}
@@ -390,10 +421,18 @@ def main(argv=None) -> dict:
                             'every backbone, dataset and applicable method, each also from random weights',
                             'work_dirs/transfer_study', argv,
                             switches={'--no-stabiliser': 'no gradient clipping and no warmup (both tables, if the '
-                                                         'stabiliser changes the ranking)'})
+                                                         'stabiliser changes the ranking)',
+                                      '--pretrained-only': 'without the random-init controls'},
+                            selections={'--backbones': "only these of the profile's backbones",
+                                        '--datasets': "only these of the profile's datasets",
+                                        '--methods': "only these of the profile's methods"})
     profile, work_dir = study_setup(args, PROFILES)
-    profile = replace(profile, stabiliser=not args.no_stabiliser)
-    stem = 'transfer_study' if profile.stabiliser else 'transfer_study_no_stabiliser'
+    narrowed = select(profile, backbones=args.backbones, datasets=args.datasets, methods=args.methods,
+                      pretrained_only=args.pretrained_only)
+    profile = replace(narrowed, stabiliser=not args.no_stabiliser)
+    stem = '_'.join(['transfer_study'] + [name for name, on in (('quick', args.quick), ('full', args.full),
+                                                                  ('no_stabiliser', args.no_stabiliser),
+                                                                  ('selected', narrowed is not profile)) if on])
     start = time.perf_counter()
     results = run_study(profile, work_dir)
     results['wall_min'] = round((time.perf_counter() - start) / 60, 1)  # of this invocation (a resume: the rest)
