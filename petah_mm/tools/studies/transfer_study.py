@@ -32,32 +32,28 @@ differs from the default: ``transfer_study_full.*``, ``transfer_study_no_stabili
 ``--backbones``, ``--datasets``, ``--methods`` or ``--pretrained-only`` narrowed the profile (its rows only; the runs are shared by name, so
 a selection of ``--full`` reuses the default's runs and the default reuses its).
 
-Sizes and time. Measured 2026-12-06 on this project's 2-core AMD EPYC (5 training steps of batch
-32 after a warm-up one, forward + backward + AdamW, no data loading), at a load of about 1.5 from other jobs:
-ViT-S/14 at 112 px 1.6 s per step (petah2) and 2.15 s (full), an eval forward of 32 images 0.66 s; Lite0 at 64 px
-0.30 s and 0.28 s. The previous default's Lite0 Runner steps on 2 quiet cores were 0.21 s (petah2) and 0.28 s
-(full), data loading included, so the load inflated these by ~1.2-1.4x: a quiet ViT step is taken as 1.3 s (petah2)
-and 1.7 s (full), a Lite0 step as 0.25 s. (Single-thread CPU seconds, measured earlier at a load of 6-7, agree:
-ViT 3.1 s / 3.9 s, Lite0 0.42 s / 0.40 s.) The default profile:
+Sizes and time. The default profile:
 
-* Lite0 on animal and animal-plain: frozen (cached, both inits), petah2, petah8, petah-budget and full, full also
-  from random weights: 10 trained rows, 58 Runner runs (LR grid of 2, full's of 3; 2 selection seeds, 3 seeds in
-  all);
+* Lite0 on animal and animal-plain: frozen (cached, both inits), petah2, petah-budget and full: 8 rows, 30 Runner
+  runs (LR grids of 2, 2 selection seeds, 3 seeds in all);
 * ViT-S/14 on animal: frozen (cached, both inits), petah2, petah-budget and full: 15 Runner runs;
 * 50 / 20 / 40 images per class (train / val / test), 5 epochs of batch 32: 80 steps per run.
+
+Time, from the wall time of each run of the first default run (2026-12-06/07, 2-core AMD EPYC; the Lite0 runs while
+light jobs shared the machine): a Lite0 run (build, 80 steps, evaluation) ~30 s; a ViT run ~140 s (petah2), ~160 s
+(petah-budget), ~175 s (full); linear probing and its feature caching ~1 min per dataset on Lite0, ~3 min on the ViT.
+So 2 x (15 x 30 s + 1 min) = 17 min (Lite0) + 5 x (140 + 160 + 175) s + 3 min = 43 min (ViT): **~60 min**, not
+measured in one piece. That run also held PETAH with conv rank 8, full fine-tuning from random weights and full at
+LR 1e-4 on Lite0 (both datasets; ~14 min more): they are in ``--full`` now, and docs/real_data.md keeps their
+numbers. ``--full`` (all
+three backbones, all three datasets, every applicable method x both inits, the default's sizes): 70 Runner runs
+per CNN and dataset (420, ~3.5 h) and 110 ViT runs per dataset (330, ~15 h): **~19 hours** by the same rates, more
+for DoRA and LoKr, which train slower than LoRA.
 
 ``petah-budget`` (docs/petah_budget.md) spends PETAH-2's trainable parameter count on per-layer ranks, measured
 once per backbone, data set and init from the loss gradient on RANK_IMAGES training images (cached in
 ``WORK_DIR/ranks/``); its runs and rows record the ranks' digest and the budget beside the parameters they spent.
 
-Estimate: 58 x 80 x 0.25 s = 19 min (Lite0) + 10 x 80 x 1.3 s + 5 x 80 x 1.7 s = 29 min (ViT) + ~9 min of
-evaluation (ViT: ~12 s per run), feature caching (4 ViT backbones x 1,600 images, ~2 min), the three rank
-measurements (one pass of 256 images each), data generation and model builds = **~57 min** on 2 quiet cores (an
-estimate, not a measurement). The ViT's full fine-tuning from random
-weights (5 more runs, ~11 min) would leave too thin a margin; it is in ``--full``. ``--full`` (all three
-backbones, all three datasets, every applicable method x both inits, the default's sizes): 64 Runner runs per CNN
-and dataset (384 in all, ~2 h) and 100 ViT runs per dataset (300, ~11 h with their evaluation): **~13 hours** by the
-same rates, more for DoRA and LoKr, which train slower than LoRA.
 """
 import copy
 import itertools
@@ -122,12 +118,12 @@ class Profile:
     datasets_of: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
 
 
-#: CNN LRs centred where the first profile's picks fell (frozen and PETAH at the top of their grids, full at the
-#: bottom); the ViT's from common DINOv2 / LoRA fine-tuning practice (AdamW; full's backbone at 0.1x); linear probing
-#: on cached features is cheap, so it gets three
+#: CNN LRs centred where the first profile's picks fell (frozen and PETAH at the top of their grids; full's 1e-4,
+#: which no pick of two profiles chose, dropped); the ViT's from common DINOv2 / LoRA fine-tuning practice (AdamW;
+#: full's backbone at 0.1x); linear probing on cached features is cheap, so it gets three
 _PETAH = ('petah1', 'petah2', 'petah8', 'petah2-dora', 'petah2-lokr', 'petah-budget')
 _GRID = {
-    'frozen': (3e-3, 1e-2, 3e-2), 'full': (1e-4, 3e-4, 1e-3), 'attn-ft': (1e-4, 3e-4),
+    'frozen': (3e-3, 1e-2, 3e-2), 'full': (3e-4, 1e-3), 'attn-ft': (1e-4, 3e-4),
     'lora-attn-r8': (1e-3, 3e-3), 'lora-attn-r16': (1e-3, 3e-3), 'lora-attn-mlp-r8': (1e-3, 3e-3),
     **{name: (3e-3, 1e-2) for name in _PETAH}, **{f'dinov2-vit-s14/{name}': (1e-3, 3e-3) for name in _PETAH},
     'dinov2-vit-s14/full': (3e-4, 1e-3),
@@ -137,10 +133,10 @@ PROFILES = {
     'quick': Profile(dict.fromkeys(('tf-efficientnet-lite0', 'dinov2-vit-s14'), ('frozen', 'petah2', 'petah-budget')),
                      ('animal', ), {}, seeds=1, selection_seeds=1, epochs=2, counts=(2, 1, 1),
                      lrs={'frozen': (1e-2, ), 'petah2': (1e-3, ), 'petah-budget': (1e-3, )}),
-    # sized to ~57 min on 2 quiet cores (module docstring): 80 steps per run; the ViT on the animal set only
-    'default': Profile({'tf-efficientnet-lite0': ('frozen', 'petah2', 'petah8', 'full', 'petah-budget'),
+    # sized to ~1 h on 2 cores (module docstring): 80 steps per run; the ViT on the animal set only
+    'default': Profile({'tf-efficientnet-lite0': ('frozen', 'petah2', 'full', 'petah-budget'),
                         'dinov2-vit-s14': ('frozen', 'petah2', 'full', 'petah-budget')}, ('animal', 'animal-plain'),
-                       {'tf-efficientnet-lite0': ('frozen', 'full'), 'dinov2-vit-s14': ('frozen', )},
+                       dict.fromkeys(('tf-efficientnet-lite0', 'dinov2-vit-s14'), ('frozen', )),
                        seeds=3, selection_seeds=2, epochs=5, counts=(50, 20, 40), lrs=_GRID,
                        datasets_of={'animal-plain': ('tf-efficientnet-lite0', )}),
     'full': Profile(dict.fromkeys(CONFIGS, _ALL), tuple(DATASETS), dict.fromkeys(CONFIGS, _ALL), seeds=3,
