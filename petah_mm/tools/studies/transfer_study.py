@@ -425,10 +425,10 @@ def main(argv=None) -> dict:
     profile, work_dir = study_setup(args, PROFILES)
     narrowed = select(profile, backbones=args.backbones, datasets=args.datasets, methods=args.methods,
                       pretrained_only=args.pretrained_only)
-    profile = replace(narrowed, stabiliser=not args.no_stabiliser)
     stem = '_'.join(['transfer_study'] + [name for name, on in (('quick', args.quick), ('full', args.full),
                                                                   ('no_stabiliser', args.no_stabiliser),
                                                                   ('selected', narrowed is not profile)) if on])
+    profile = replace(narrowed, stabiliser=not args.no_stabiliser)
     start = time.perf_counter()
     results = run_study(profile, work_dir)
     results['wall_min'] = round((time.perf_counter() - start) / 60, 1)  # of this invocation (a resume: the rest)
