@@ -66,7 +66,7 @@ PROFILES = {
         'cascade-mask-rcnn': dict(train_cfg=dict(max_epochs=1), param_scheduler=[]),
         'semantic-fpn': dict(train_cfg=dict(max_iters=2), param_scheduler=[])}),
     # the silhouette set's default size and the configs' own schedules (Cascade: 12 epochs, what tools/main_job.py
-    # trains; Semantic FPN: 1,600 iterations of 4)
+    # trains; Semantic FPN: 1,600 iterations of 4; the ViT's configs half of each)
     'default': Profile(num_train=256, num_val=64),
     # 4x the images: the detector's 12 epochs become 4x the iterations, the segmentor's are scaled to match
     'full': Profile(num_train=1024, num_val=256, schedules={
