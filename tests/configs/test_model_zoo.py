@@ -37,13 +37,16 @@ def test_only_released_packages_claim_weights_and_results(entries):
         package = REPO / e['Weights']
         assert e['Config'].startswith('configs/real/') and package.parent == REPO / 'release', e['Name']
         assert re.fullmatch(re.escape(e['Name']) + '-[0-9a-f]{8}', package.name), package.name
-        stated = json.loads((package / 'results.json').read_text())['metrics']
-        scale = {'box AP': ('coco/bbox_mAP', 100), 'mask AP': ('coco/segm_mAP', 100), 'mIoU': ('mIoU', 1)}
+        record = json.loads((package / 'results.json').read_text())
+        stated = record['metrics']
+        scale = {'box AP': ('coco/bbox_mAP', 100), 'mask AP': ('coco/segm_mAP', 100), 'mIoU': ('mIoU', 1),
+                 'top-1': ('accuracy/top1', 1)}
+        dataset, split = record['data'].get('dataset', 'animal_silhouettes'), record['data'].get('split', 'val')
         for result in e['Results']:
             (name, value), = result['Metrics'].items()
             key, factor = scale[name]
             assert value == round(stated[key] * factor, 1), (e['Name'], name, value, stated)
-            assert result['Dataset'] == f'animal silhouettes val ({stated["num_images"]} images)'
+            assert result['Dataset'] == f'{dataset.replace("_", " ")} {split} ({stated["num_images"]} images)'
         assert e['Results'], e['Name']
     # the EfficientFormer entries stay honestly untrained
     assert not any(e['Weights'] for e in entries if not e['Config'].startswith('configs/real/'))

@@ -1,13 +1,12 @@
 """A training config whose loss weight or size is not finite is refused, naming the key, before training starts."""
 import re
-import sys
 
 import pytest
 from mmengine.config import Config
 
 from petah_mm.engine import apply_common_args, tool_parser
 from petah_mm.utils.json_data import DataError
-from helpers import CLS_TOY, run_process
+from helpers import CLS_TOY, run_script
 
 
 def user_config(tmp_path, body: str):
@@ -43,7 +42,7 @@ def test_cfg_options_are_checked_and_other_bounds_may_be_infinite(tmp_path):
 
 def test_train_py_refuses_before_training(tmp_path):
     path = user_config(tmp_path, "model = dict(head=dict(loss=dict(loss_weight=1e999)))")
-    proc = run_process([sys.executable, 'tools/train.py', path, '--work-dir', tmp_path / 'work'], timeout=300)
+    proc = run_script('tools/train.py', path, '--work-dir', tmp_path / 'work', timeout=300)
     assert proc.returncode != 0
     assert f'{path}: model.head.loss.loss_weight=inf is not a finite number' in proc.stderr, proc.stderr[-3000:]
     assert not (tmp_path / 'work').exists(), 'the Runner started (it creates the work dir)'

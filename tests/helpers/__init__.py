@@ -5,11 +5,12 @@ Tool logic the tests call in-process lives in ``petah_mm.tools`` and is imported
 """
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
+
+from .tool_server import Finished, run_forked
 
 REPO = Path(__file__).resolve().parents[2]
 TOY = REPO / 'configs' / 'toy'
@@ -26,18 +27,33 @@ DET_TEST_OPTIONS = ('model.test_cfg.rcnn.score_thr=0.0', 'model.test_cfg.rcnn.ma
                     'model.test_cfg.rpn.max_per_img=40')
 
 
-def run_process(command: Sequence, cwd=REPO, env: Optional[dict] = None, timeout: int = 1200):
-    """``command`` in a fresh process that imports this checkout's petah_mm (the finished process)."""
+def tool_env(env: Optional[dict] = None) -> dict:
+    """The environment of a tool's process: this one's, 2 threads, no display, this checkout first on the path."""
     env = dict(os.environ, OMP_NUM_THREADS='2', MPLBACKEND='Agg', **(env or {}))
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')]))
+    return env
+
+
+def run_process(command: Sequence, cwd=REPO, env: Optional[dict] = None, timeout: int = 1200):
+    """``command`` in a fresh process that imports this checkout's petah_mm (the finished process): for what
+    needs a process of its own from the start (exit codes of a bad start, signals, torchrun, an environment
+    read at import)."""
     return subprocess.run([str(part) for part in command], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=tool_env(env))
 
 
-def run(*args, cwd=REPO, env: Optional[dict] = None, timeout: int = 1200) -> str:
-    """Run a Python tool as a user would, ``python ARGS...``; fail with the end of its output, else return it."""
-    proc = run_process([sys.executable, *args], cwd=cwd, env=env, timeout=timeout)
-    assert proc.returncode == 0, f'{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
+def run_script(script, *args, cwd=REPO, timeout: int = 1200) -> Finished:
+    """``python SCRIPT ARGS...`` as a user runs it, in a process of its own forked from a warm interpreter
+    (:mod:`.tool_server`: the imports of torch and OpenMMLab are done); the finished process."""
+    return run_forked(script, args, cwd, tool_env(), timeout)
+
+
+def run(script, *args, cwd=REPO, timeout: int = 1200) -> str:
+    """Run a Python tool script as a user would (``run_script``); fail with the end of its output, else
+    return it."""
+    proc = run_script(script, *args, cwd=cwd, timeout=timeout)
+    assert proc.returncode == 0, (f'{script} {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n'
+                                  f'{proc.stderr[-3000:]}')
     return proc.stdout + proc.stderr
 
 

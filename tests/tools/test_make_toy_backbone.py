@@ -1,11 +1,10 @@
 """tools/misc/make_toy_backbone.py: the documented command, with no argument, prepares what the toy configs load."""
-import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 
-from helpers import CLS_TOY, DET_TOY, REPO, SEG_TOY, TOY_BACKBONE, run_process
+from helpers import CLS_TOY, DET_TOY, REPO, SEG_TOY, TOY_BACKBONE, run_script
 
 
 @pytest.mark.parametrize('config', [CLS_TOY, DET_TOY, SEG_TOY], ids=lambda path: path.stem)
@@ -19,7 +18,7 @@ def test_the_documented_command_writes_the_toy_backbone_where_the_configs_look(t
     documented = [line for path in (CLS_TOY, DET_TOY, SEG_TOY, REPO / 'docs' / 'openmmlab_tools.md')
                   for line in path.read_text().splitlines() if 'make_toy_backbone.py' in line]
     assert documented and all('`python tools/misc/make_toy_backbone.py`' in line for line in documented), documented
-    proc = run_process([sys.executable, REPO / 'tools' / 'misc' / 'make_toy_backbone.py'], cwd=tmp_path)
+    proc = run_script(REPO / 'tools' / 'misc' / 'make_toy_backbone.py', cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = tmp_path / TOY_BACKBONE
     assert proc.stdout.strip() == TOY_BACKBONE and written.is_file()

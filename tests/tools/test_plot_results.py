@@ -1,11 +1,10 @@
 """The Figure 2 plot tool reads the grid tool's results format."""
 import json
-import sys
 
 import pytest
 
 from petah_mm.tools.studies.plot_results import mean_accuracy
-from helpers import REPO, run, run_process
+from helpers import REPO, run, run_script
 
 
 def test_mean_accuracy_averages_datasets_per_model():
@@ -25,6 +24,5 @@ def test_paper_reference_plot_is_drawn(tmp_path):
 
 def test_empty_results_are_refused(tmp_path):
     (tmp_path / 'r.json').write_text('{"results": []}')
-    proc = run_process([sys.executable, 'tools/analysis_tools/plot_results.py', tmp_path / 'r.json',
-                        tmp_path / 'o.png'])
+    proc = run_script('tools/analysis_tools/plot_results.py', tmp_path / 'r.json', tmp_path / 'o.png')
     assert proc.returncode != 0 and 'no "results" records' in proc.stderr

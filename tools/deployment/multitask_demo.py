@@ -4,8 +4,10 @@
         --task det=packages/det --task seg=packages/seg --task cls=packages/cls \
         --image demo.jpg --mode merge --out-dir work_dirs/multitask
 
-Each task's prediction is drawn to OUT_DIR/<task>.png; the time of every switch and inference
-and the memory the tasks share are printed.
+Each task's prediction is drawn to OUT_DIR/<task>.png and stated in one line (a classifier's top classes with
+their scores, a segmentor's largest classes by area, a detector's best boxes); the time of every switch and
+inference and the memory the tasks share are printed. The tasks must share one backbone: a package whose
+adapter was trained on other frozen weights than the --backbone file's is refused when it loads.
 """
 import argparse
 import time
@@ -17,6 +19,7 @@ from mmengine.registry import VISUALIZERS, DefaultScope
 from petah_mm.deploy import MultiTaskModel
 from petah_mm.deploy.multitask import MODES
 from petah_mm.tools.deployment.multitask_args import task_packages, task_spec
+from petah_mm.tools.deployment.prediction_summary import summarize
 
 #: each library's own visualizer: a package's config holds what serving needs, not how to draw
 VISUALIZER_TYPES = dict(mmdet='DetLocalVisualizer', mmseg='SegLocalVisualizer', mmpretrain='UniversalVisualizer')
@@ -39,7 +42,7 @@ def nbytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--backbone', required=True, help='shared backbone weights (export_task.py --backbone)')
     parser.add_argument('--task', action='append', required=True, metavar='NAME=PACKAGE', type=task_spec,
@@ -51,7 +54,7 @@ def main():
     parser.add_argument('--runtime', choices=('pytorch', 'onnxruntime'), default='pytorch',
                         help='onnxruntime: serve classification and segmentation tasks from one ONNX backbone graph '
                         '(petah_mm.deploy.onnx.demo; --mode does not apply)')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     try:
         tasks = task_packages(args.task)
     except ValueError as e:
@@ -78,6 +81,7 @@ def main():
         draw(model, task, Path(args.image), sample, out_dir / f'{task}.png')
         print(f'{task}: switch {1e3 * (switched - start):.1f} ms ({args.mode}), inference '
               f'{1e3 * (done - switched):.1f} ms -> {out_dir / f"{task}.png"}')
+        print(f'    {summarize(sample, model.dataset_meta)}')
 
 
 if __name__ == '__main__':

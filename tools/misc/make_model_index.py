@@ -45,7 +45,8 @@ FOLDERS = {
 RELEASE = REPO / 'release'
 #: the task of a released package's results, by its metrics (the names of
 #: petah_mm.tools.deployment.release_task.ZOO_METRICS)
-RESULT_TASKS = {'box AP': 'Object Detection', 'mask AP': 'Instance Segmentation', 'mIoU': 'Semantic Segmentation'}
+RESULT_TASKS = {'box AP': 'Object Detection', 'mask AP': 'Instance Segmentation', 'mIoU': 'Semantic Segmentation',
+                'top-1': 'Image Classification'}
 PAPER = dict(Title='PETAH: Parameter Efficient Task Adaptation for Hybrid Transformers in a resource-limited '
              'Context (Augustin et al., 2024)')
 ZOO_START, ZOO_END = '<!-- model-zoo: written by tools/misc/make_model_index.py -->', '<!-- /model-zoo -->'
@@ -82,12 +83,20 @@ def released_package(path: Path) -> Optional[Path]:
     return packages[0] if packages else None
 
 
+def dataset_text(data: dict, num_images: int) -> str:
+    """The set and split a release was measured on, e.g. ``animal silhouettes val (64 images)``; the first
+    releases recorded only the silhouettes' generator (their validation split)."""
+    name = data.get('dataset', 'animal_silhouettes').replace('_', ' ')
+    return f'{name} {data.get("split", "val")} ({num_images} images)'
+
+
 def results(package: Path) -> list:
     """The model-index ``Results`` of a package: what its ``results.json`` states it measured."""
-    stated = json.loads((package / RESULTS).read_text())['metrics']
+    record = json.loads((package / RESULTS).read_text())
+    stated = record['metrics']
+    dataset = dataset_text(record['data'], stated['num_images'])
     metrics = {ZOO_METRICS[name][0]: round(value * ZOO_METRICS[name][1], 1) for name, value in stated.items()
                if name in ZOO_METRICS}
-    dataset = f'animal silhouettes val ({stated["num_images"]} images)'
     return [dict(Task=RESULT_TASKS[name], Dataset=dataset, Metrics={name: value}) for name, value in metrics.items()]
 
 

@@ -8,7 +8,8 @@ mmdeploy (:mod:`.detection`).
 Sizes: the batch axis is dynamic where the backbone allows it (checked on the exported graph, else the
 graph is exported for batch 1); height and width are fixed at export. EfficientFormer's last
 stage resizes its attention-bias table to the token grid of the input, and the exported graph
-holds the table for the export size only, so a graph accepts exactly the (H, W) it was exported at.
+holds the table for the export size only, so a graph accepts exactly the (H, W) it was exported at; so does a
+timm ViT of dynamic image size, whose position embedding the graph holds for that size (:mod:`.position_grid`).
 """
 import io
 from pathlib import Path
@@ -25,6 +26,7 @@ from .detection import export_detector
 from .exported import OPSET, ExportedGraph, PathLike, merged
 from .graphs import INPUT_NAME, OUTPUT_NAMES, task_graph, task_of
 from .inputs import first_input_shape
+from .position_grid import fixed_position_grid
 from .runtime import cpu_session
 
 
@@ -76,7 +78,7 @@ def export_onnx(model: nn.Module, cfg: Config, out_file: PathLike, shape: Option
     if task == 'detection':
         return export_detector(model, cfg, out_file, shape, force=force, inputs=inputs)
     example = torch.zeros(1, 3, *shape)
-    with merged(model):
+    with merged(model), fixed_position_grid(model, shape):
         graph = task_graph(model, task, shape)
         data = onnx_bytes(graph, example, OUTPUT_NAMES[task], dynamic_batch=True)
         dynamic = batch_axis_works(data, shape)

@@ -50,10 +50,11 @@ def merged(model: nn.Module):
 class Verification:
     lines: List[str] = field(default_factory=list)
     ok: bool = True
+    what: str = 'verification'
 
     def add(self, line: str, ok: bool) -> None:
         self.lines.append(f'{"ok  " if ok else "FAIL"} {line}')
         self.ok = self.ok and ok
 
     def report(self) -> str:
-        return '\n'.join([*self.lines, f'verification {"passed" if self.ok else "FAILED"}'])
+        return '\n'.join([*self.lines, f'{self.what} {"passed" if self.ok else "FAILED"}'])

@@ -1,10 +1,10 @@
 """Which backbone families export: ``python -m petah_mm.deploy.onnx.families [--size 64]``.
 
-Every family of ``count_params.py --families`` plus EfficientFormer-L3 and L7 and EfficientNet-Lite0 (TF
-"same" padding), with PETAH-2 adapters of random values, merged and exported as a trunk (image -> the
-backbone's feature maps, dynamic batch), then run in ONNX Runtime against PyTorch's unmerged backbone; and
-exported in the multi-task form (task tensors as graph inputs) and compared likewise. Prints one row per
-family, compared at batch 2 where the batch axis works (else at batch 1).
+Every family of :data:`petah_mm.models.families.FAMILIES` (``count_params.py --families``) plus
+EfficientFormer-L3 and L7 and EfficientNet-Lite0 (TF "same" padding), with PETAH-2 adapters of random values,
+merged and exported as a trunk (image -> the backbone's feature maps, dynamic batch), then run in ONNX Runtime
+against PyTorch's unmerged backbone; and exported in the multi-task form (task tensors as graph inputs) and
+compared likewise. Prints one row per family, compared at batch 2 where the batch axis works (else at batch 1).
 """
 import argparse
 import collections
@@ -14,14 +14,13 @@ import onnx
 import torch
 
 from ...adapters.presets import preset
+from ...models.families import FAMILIES, TIMM, build_backbone
 from ...testing import randomise_adapters
-from ...tools.analysis.count_params import FAMILIES, build_backbone
 from .export import batch_axis_works, onnx_bytes
 from .multitask import BackboneWithTaskInputs, task_tensor_names
 from .runtime import cpu_session
 from .verify import LOGITS_RTOL
 
-TIMM = dict(type='mmpretrain.TIMMBackbone', features_only=True, pretrained=False)
 EXTRA = {'EfficientFormer-L3 (petah_mm)': dict(type='PETAHEfficientFormer', arch='l3'),
          'EfficientFormer-L7 (petah_mm)': dict(type='PETAHEfficientFormer', arch='l7'),
          # TF "same" padding: its stride-2 Conv2dSame pad from the input's shape in the graph

@@ -22,6 +22,7 @@ from torch import nn
 from .exported import OPSET, PathLike, merged
 from .fold_norms import fold_norms, scaled_feeds
 from .graphs import INPUT_NAME, task_of
+from .position_grid import fixed_position_grid
 from .runtime import cpu_session, release_free_memory
 
 
@@ -107,8 +108,9 @@ def export_multitask(models: Dict[str, nn.Module], configs: Dict[str, Config], s
     own = list(scaled_feeds(first.backbone.state_dict(), names, scales).values())
     features = first.backbone(image)
     feature_names = [f'feat{i}' for i in range(len(features))]
-    backbone = export_graph(BackboneWithTaskInputs(folded, names), (image, *own), out_dir / 'backbone.onnx',
-                            [INPUT_NAME, *names], feature_names)
+    with fixed_position_grid(folded, shape):
+        backbone = export_graph(BackboneWithTaskInputs(folded, names), (image, *own), out_dir / 'backbone.onnx',
+                                [INPUT_NAME, *names], feature_names)
     heads, feeds = {}, {}
     for task, model in models.items():
         model.eval()
@@ -126,7 +128,7 @@ def export_merged_task(model: nn.Module, cfg: Config, shape: Tuple[int, int], pa
     """One task as a merged stand-alone graph (backbone and head): what the shared form is measured against."""
     model.eval()
     image = torch.zeros(1, 3, *shape)
-    with merged(model):
+    with merged(model), fixed_position_grid(model, shape):
         head = HeadGraph(model, task_of(cfg), shape)
         return export_graph(nn.Sequential(model.backbone, _Splat(head)), (image, ), Path(path), [INPUT_NAME],
                             ['logits'])

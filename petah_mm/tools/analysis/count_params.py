@@ -17,10 +17,10 @@ and a data set only, which ``allocate_ranks.py`` prints.
 import argparse
 
 from mmengine.config import Config, DictAction
-from mmengine.registry import MODELS, DefaultScope
 
 from petah_mm.adapters import PRESETS, adapted_layers, build_plan, preset
 from petah_mm.models import build_backbone_from_config
+from petah_mm.models.families import FAMILIES, build_backbone
 
 # The paper's "#Params" (Table 3 for L7/L3, Table 9 for L1), in millions; None = not reported.
 PAPER = {
@@ -32,25 +32,6 @@ PAPER = {
     'attn-ft': dict(l1=1.5, l3=5.25, l7=15.7),
     'full': dict(l1=11.4, l3=30.3, l7=80.0),
 }
-# One representative of each supported family, dense outputs, random init (nothing is downloaded).
-TIMM = dict(type='mmpretrain.TIMMBackbone', features_only=True, pretrained=False)
-FAMILIES = {
-    'EfficientFormer-L1 (petah_mm)': dict(type='PETAHEfficientFormer', arch='l1'),
-    'EfficientFormerV2-S0 (timm)': dict(type='PETAHBackbone',
-                                        backbone=dict(TIMM, model_name='efficientformerv2_s0')),
-    'FastViT-SA12 (timm)': dict(type='PETAHBackbone', backbone=dict(TIMM, model_name='fastvit_sa12')),
-    'MobileViT-S (mmpretrain)': dict(type='PETAHBackbone', backbone=dict(type='mmpretrain.MobileViT', arch='small')),
-    'Swin-T (mmdet)': dict(type='PETAHBackbone', backbone=dict(type='mmdet.SwinTransformer')),
-    'ResNet-50 (mmdet)': dict(type='PETAHBackbone', backbone=dict(type='mmdet.ResNet', depth=50)),
-    # the real transformer (configs/real/_base_/dinov2-vit-s14.py) at the study's 112 px: 8x8 patches
-    'ViT-S/14 DINOv2 (timm)': dict(type='PETAHBackbone',
-                                   backbone=dict(TIMM, model_name='vit_small_patch14_dinov2', img_size=112)),
-}
-
-
-def build_backbone(backbone_cfg: dict, adapter: dict):
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        return MODELS.build(dict(backbone_cfg, adapter=adapter))
 
 
 def trainable(backbone) -> int:

@@ -7,6 +7,7 @@ import argparse
 
 from petah_mm.deploy import build_trained_model
 from petah_mm.deploy.onnx import export_onnx, int8_path, onnx_top1, quantize_graph, verify_export
+from petah_mm.deploy.onnx.plain import compare_with_plain
 
 
 def parse_args(argv=None):
@@ -23,6 +24,9 @@ def parse_args(argv=None):
     parser.add_argument('--verify', action='store_true',
                         help='run ONNX Runtime against PyTorch on test images and print the comparison')
     parser.add_argument('--verify-images', type=int, default=4, help='test images --verify compares (default 4)')
+    parser.add_argument('--compare-plain', action='store_true',
+                        help='export the plain model the merged weights load into (and its int8 graph) and check '
+                        'that the graphs hold the same ops (exit 1 if not)')
     parser.add_argument('--force', action='store_true', help='replace existing output files')
     args = parser.parse_args(argv)
     if args.calib_images != parser.get_default('calib_images') and not args.int8:
@@ -40,15 +44,20 @@ def main(argv=None) -> int:
     if args.int8:
         int8 = quantize_graph(graph, cfg, model, args.calib_images, int8_path(args.out), args.force, inputs)
         print(f'int8 graph {int8.describe()}')
+    ok = True
+    if args.compare_plain:
+        ops = compare_with_plain(model, cfg, [g for g in (graph, int8) if g is not None], args.calib_images)
+        print(ops.report())
+        ok = ops.ok
     if not args.verify:
-        return 0
+        return 0 if ok else 1
     result = verify_export(model, cfg, graph, args.verify_images)
     print(result.report())
     if int8 is not None and graph.task == 'classification':
         fp32, q8 = onnx_top1(graph, cfg, model), onnx_top1(int8, cfg, model)
         print(f'test top-1 in ONNX Runtime: fp32 {100 * fp32:.2f} %, int8 {100 * q8:.2f} % '
               f'(change {100 * (q8 - fp32):+.2f} points)')
-    return 0 if result.ok else 1
+    return 0 if ok and result.ok else 1
 
 
 if __name__ == '__main__':

@@ -1,15 +1,20 @@
 """Release a trained real task as a model-zoo entry: its package (adapter and heads only; the shared backbone is
-the installed ImageNet weights), named with the sha256 of its files, and its measured metrics.
+the installed pretrained weights: ImageNet CNNs, DINOv2 ViT-S/14), named with the sha256 of its files, and its
+measured metrics.
 
     python tools/deployment/release_task.py CONFIG CHECKPOINT [--out-root release] [--data-root DIR]
     python tools/deployment/release_task.py --backbone-only CONFIG OUT.safetensors
 
-The first form exports the package with :func:`petah_mm.deploy.export_task_package` (what
-``tools/deployment/export_task.py`` writes), refuses it unless the checkpoint's frozen backbone is exactly the
-config's installed pretrained weights, names it ``OUT_ROOT/<config name>-<first 8 hex digits of its digest>/``
-(the digest: the sha256 of its ``SHA256SUMS``, which lists the sha256 of every package file), loads it back with
-the installed weights, evaluates it through mmengine's Runner on the validation split of DATA_ROOT (the tests
-regenerate that split and reproduce the number), and writes ``results.json`` in it.
+Detection, semantic segmentation and classification tasks (mmdet, mmseg, mmpretrain), on the CNN or the ViT
+backbones of ``configs/real``. The first form exports the package with
+:func:`petah_mm.deploy.export_task_package` (what ``tools/deployment/export_task.py`` writes), refuses it unless
+the checkpoint's frozen backbone is exactly the config's installed pretrained weights, names it
+``OUT_ROOT/<config name>-<first 8 hex digits of its digest>/`` (the digest: the sha256 of its ``SHA256SUMS``,
+which lists the sha256 of every package file), loads it back with the installed weights, evaluates it through
+mmengine's Runner on the split of DATA_ROOT that the config's test loader reads (the silhouettes' validation
+split, the classification set's test split; DATA_ROOT defaults to the config's ``data_root``), and writes
+``results.json`` in it, with the set's generator arguments (the tests regenerate that split and reproduce the
+number: :mod:`.release_data`).
 The second form writes the shared backbone file that ``tools/deployment/multitask_demo.py --backbone`` takes, from
 the installed weights.
 """
@@ -28,6 +33,7 @@ from torch import nn
 
 from petah_mm.deploy import build_trained_model, export_shared_backbone, export_task_package, load_task_package
 from petah_mm.deploy.packages import read_bounded_text
+from petah_mm.tools.deployment.release_data import data_record
 from petah_mm.utils import write_bytes_atomic
 from petah_mm.utils.fileio import file_sha256, staging_directory
 
@@ -37,8 +43,10 @@ PACKAGE_FILES = ('adapter.safetensors', 'config.json', 'task.safetensors')
 SUMS, RESULTS = 'SHA256SUMS', 'results.json'
 #: the largest ``SHA256SUMS`` a package may have, in bytes: three lines of 64 hex digits and a name
 MAX_SUMS_BYTES = 4096
-#: the model zoo's name and scale of each metric the evaluators report (mmdet's box / mask AP in %)
-ZOO_METRICS = {'coco/bbox_mAP': ('box AP', 100), 'coco/segm_mAP': ('mask AP', 100), 'mIoU': ('mIoU', 1)}
+#: the model zoo's name and scale of each metric the evaluators report (mmdet's box / mask AP in %; mmseg's mIoU
+#: and mmpretrain's top-1 are in % already)
+ZOO_METRICS = {'coco/bbox_mAP': ('box AP', 100), 'coco/segm_mAP': ('mask AP', 100), 'mIoU': ('mIoU', 1),
+               'accuracy/top1': ('top-1', 1)}
 
 
 def installed_backbone(config: PathLike) -> nn.Module:
@@ -78,9 +86,9 @@ def verify(package: PathLike) -> str:
 
 def evaluate(package: PathLike, config: PathLike, shared: Dict, data_root: PathLike,
              work_dir: PathLike) -> Dict[str, float]:
-    """The package's metrics (and ``num_images``) on the validation split of ``data_root``, through mmengine's
-    Runner: the package's model and test pipeline, the dataset and evaluator of ``config`` (the trusted
-    training config; a package names no dataset)."""
+    """The package's metrics (and ``num_images``) on the split of ``data_root`` that the test loader of ``config``
+    reads, through mmengine's Runner: the package's model and test pipeline, the dataset and evaluator of
+    ``config`` (the trusted training config; a package names no dataset)."""
     model = load_task_package(package, shared)
     cfg = Config.fromfile(str(config))
     root = str(data_root).rstrip('/') + '/'
@@ -98,9 +106,11 @@ def evaluate(package: PathLike, config: PathLike, shared: Dict, data_root: PathL
                 **{name: round(float(metrics[name]), 4) for name in ZOO_METRICS if name in metrics})
 
 
-def release(config: PathLike, checkpoint: PathLike, out_root: PathLike, data_root: PathLike,
+def release(config: PathLike, checkpoint: PathLike, out_root: PathLike, data_root: Optional[PathLike] = None,
             work_dir: Optional[PathLike] = None) -> Path:
     cfg, model, trained = build_trained_model(str(config), str(checkpoint))
+    data_root = data_root or cfg.data_root
+    data = data_record(data_root, cfg.test_dataloader.dataset)  # before any work: refuses a set of no manifest
     backbone = installed_backbone(config)
     if model.backbone.frozen_fingerprint() != backbone.frozen_fingerprint():
         raise ValueError(f'{checkpoint}: its frozen backbone weights are not the installed pretrained weights of '
@@ -119,8 +129,7 @@ def release(config: PathLike, checkpoint: PathLike, out_root: PathLike, data_roo
     shared = backbone.shared_state_dict()
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix='petah-release-'))
     results = dict(config=str(config), checkpoint_sha256=file_sha256(checkpoint),
-                   backbone_fingerprint=backbone.frozen_fingerprint(), data=dict(generator='make_animal_silhouettes',
-                                                                                 data_root=str(data_root)),
+                   backbone_fingerprint=backbone.frozen_fingerprint(), data=data,
                    metrics=evaluate(final, config, shared, data_root, work_dir / 'val'))
     write_bytes_atomic(final / RESULTS, json.dumps(results, indent=2).encode())
     return final
@@ -134,8 +143,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--backbone-only', action='store_true',
                         help='write the shared backbone file of the installed weights to TARGET, and nothing else')
     parser.add_argument('--out-root', default='release', help='the released packages\' folder')
-    parser.add_argument('--data-root', default='data/animal_silhouettes',
-                        help='the silhouette set the stated metrics are measured on (its validation split)')
+    parser.add_argument('--data-root', help='the set the stated metrics are measured on (the split the config\'s '
+                        'test loader reads; default: the config\'s data_root)')
     parser.add_argument('--work-dir', help='evaluation logs (default: a temporary folder)')
     return parser.parse_args(argv)
 

@@ -29,8 +29,8 @@ Output in WORK_DIR: ``transfer_study.json`` (every run and the summary), ``trans
 top-1, collapses, trainable backbone parameters, seconds per training epoch) and ``transfer_study.png`` (accuracy
 against trainable parameters, log x; linear probing, which trains none, as a line). Their names grow with what
 differs from the default: ``transfer_study_full.*``, ``transfer_study_no_stabiliser.*``, and ``_selected`` when
-``--backbones``, ``--datasets``, ``--methods`` or ``--pretrained-only`` narrowed the profile (its rows only; the runs are shared by name, so
-a selection of ``--full`` reuses the default's runs and the default reuses its).
+``--backbones``, ``--datasets``, ``--methods`` or ``--pretrained-only`` narrowed the profile (its rows only; the
+runs are shared by name, so a selection of ``--full`` reuses the default's runs and the default reuses its).
 
 Sizes and time. The default profile:
 
@@ -425,9 +425,9 @@ def main(argv=None) -> dict:
     profile, work_dir = study_setup(args, PROFILES)
     narrowed = select(profile, backbones=args.backbones, datasets=args.datasets, methods=args.methods,
                       pretrained_only=args.pretrained_only)
-    stem = '_'.join(['transfer_study'] + [name for name, on in (('quick', args.quick), ('full', args.full),
-                                                                  ('no_stabiliser', args.no_stabiliser),
-                                                                  ('selected', narrowed is not profile)) if on])
+    parts = (('quick', args.quick), ('full', args.full), ('no_stabiliser', args.no_stabiliser),
+             ('selected', narrowed is not profile))
+    stem = '_'.join(['transfer_study'] + [name for name, on in parts if on])
     profile = replace(narrowed, stabiliser=not args.no_stabiliser)
     start = time.perf_counter()
     results = run_study(profile, work_dir)
