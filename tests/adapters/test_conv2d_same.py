@@ -5,6 +5,7 @@ the real pretrained EfficientNet-Lite0 computes the same merged and unmerged on 
 whose forward petah_mm does not know stays refused by name. Adapter files written before these layers were
 adapted (layout 1, the released packages) load with them at the identity, which is what their model computed."""
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,8 +34,9 @@ GEOMETRIES = [dict(kernel_size=3, stride=2), dict(kernel_size=5, stride=2, group
               dict(kernel_size=3, stride=1, dilation=2)]
 SIZES = [(15, 16), (17, 17)]  # odd and even sides: the pads differ, and the odd pixel goes bottom/right
 FACTORIZATIONS = ['lora', 'loha', 'lokr', 'dora']
-#: a released package (its name ends in the sha256 prefix of its files), trained before Conv2dSame was adapted
-PACKAGE = min((REPO / 'release').glob('fpn_tf-efficientnet-lite0-petah2_animal-silhouettes-*'))
+#: the adapter of the first released Semantic FPN package (release/...-76b0d1b0, 2026-12-05), trained before
+#: Conv2dSame was adapted: a layout 1 file
+LAYOUT_1_ADAPTER = Path(__file__).parent / 'data' / 'fpn_tf-efficientnet-lite0-petah2_layout1.safetensors'
 
 
 def frozen_conv(cls, geometry, channels=8):
@@ -229,7 +231,7 @@ def test_layout_1_files_load_with_the_same_padding_layers_at_the_identity(lite0)
     """The released adapter (written before Conv2dSame was adapted) loads: its tensors where it has them, the
     identity on the five layers its model left frozen; so the model computes what the released one did."""
     model = randomise_adapters(copy.deepcopy(lite0), seed=1)  # another task's adapters, to be replaced
-    path = PACKAGE / 'adapter.safetensors'
+    path = LAYOUT_1_ADAPTER
     tensors, meta = read_tensor_file(path, kind='adapter')
     assert 'layout' not in meta
     model.load_adapter(path)
@@ -244,7 +246,7 @@ def test_layout_1_files_load_with_the_same_padding_layers_at_the_identity(lite0)
 
 
 def test_layout_1_files_lacking_other_tensors_and_unknown_layouts_are_refused(lite0, tmp_path):
-    tensors, meta = read_tensor_file(PACKAGE / 'adapter.safetensors', kind='adapter')
+    tensors, meta = read_tensor_file(LAYOUT_1_ADAPTER, kind='adapter')
     other = sorted(tensors)[0]
     write_tensor_file(tmp_path / 'lacking.safetensors', {k: v for k, v in tensors.items() if k != other}, meta,
                       kind='adapter')

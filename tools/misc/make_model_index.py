@@ -120,7 +120,7 @@ def entry(path: Path, cache: dict) -> dict:
     }
     package = released_package(path)
     if package is not None:
-        metadata['Trained Weights'] = ('released: adapter, neck and heads; the backbone is the installed ImageNet '
+        metadata['Trained Weights'] = ('released: adapter, neck and heads; the backbone is the installed pretrained '
                                        'weights of the config. Trained as its results.json and docs/real_data.md '
                                        'state, which may be a shorter schedule than the one above')
     return {'Name': path.stem, 'In Collection': FOLDERS[path.parent.name]['collection'],
