@@ -19,7 +19,10 @@ def test_run_config_changes_only_data_work_dir_and_schedule_length(tmp_path, tas
     assert {cfg[f'{s}_dataloader'].dataset.data_root for s in ('train', 'test')} == {f'{tmp_path}/data/'}
     loop = cfg.train_cfg
     length = loop.get('max_epochs', loop.get('max_iters'))
-    assert length == 12 if task == 'cascade-mask-rcnn' else length == 1600  # the configs' own schedules
+    # the configs' own schedules; the ViT's are half the CNN's
+    own_lengths = {('cascade-mask-rcnn', 'tf-efficientnet-lite0'): 12, ('semantic-fpn', 'tf-efficientnet-lite0'): 1600,
+                   ('cascade-mask-rcnn', 'dinov2-vit-s14'): 6, ('semantic-fpn', 'dinov2-vit-s14'): 800}
+    assert length == own_lengths[task, backbone]
     assert cfg.val_cfg is None and cfg.val_dataloader is None  # no validation: evaluated once, by the test
     assert cfg.default_hooks.checkpoint.interval == length and cfg.work_dir == str(tmp_path / 'run')
     assert cfg.model.backbone.backbone.init_cfg.checkpoint == WEIGHTS[backbone]
@@ -32,11 +35,11 @@ def test_run_config_changes_only_data_work_dir_and_schedule_length(tmp_path, tas
     assert cfg.param_scheduler == own.param_scheduler
     full = study.run_config(task, 'full', study.PROFILES['full'], tmp_path, tmp_path / 'run', backbone)
     assert full.optim_wrapper.paramwise_cfg.custom_keys == {'backbone': dict(lr_mult=0.1)}
-    # --full: 4x the images; the detector keeps its 12 epochs, the segmentor's iterations and decay grow 4x
+    # --full: 4x the images; the detector keeps its epochs, the segmentor's iterations and decay grow 4x
     if task == 'cascade-mask-rcnn':
-        assert full.train_cfg.max_epochs == 12 and full.param_scheduler == cfg.param_scheduler
+        assert full.train_cfg.max_epochs == length and full.param_scheduler == cfg.param_scheduler
     else:
-        assert full.train_cfg.max_iters == 6400 == full.param_scheduler[0]['end']
+        assert full.train_cfg.max_iters == 4 * length == full.param_scheduler[0]['end']
 
 
 def test_vit_runs_are_named_apart_and_the_first_studies_names_stay():

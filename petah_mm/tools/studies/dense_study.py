@@ -57,6 +57,9 @@ class Profile:
     #: per task, the config settings (``train_cfg`` and ``param_scheduler``) that replace the config's schedule
     #: (None: the config's own)
     schedules: Optional[Dict[str, dict]] = None
+    #: the factor on an iteration-based config's iterations and the ends of its schedulers (an epoch-based one
+    #: grows with the images by itself)
+    iterations_scale: int = 1
     #: backbone -> methods
     methods: Dict[str, Tuple[str, ...]] = field(default_factory=lambda: dict(METHODS))
 
@@ -68,11 +71,8 @@ PROFILES = {
     # the silhouette set's default size and the configs' own schedules (Cascade: 12 epochs, what tools/main_job.py
     # trains; Semantic FPN: 1,600 iterations of 4; the ViT's configs half of each)
     'default': Profile(num_train=256, num_val=64),
-    # 4x the images: the detector's 12 epochs become 4x the iterations, the segmentor's are scaled to match
-    'full': Profile(num_train=1024, num_val=256, schedules={
-        'cascade-mask-rcnn': dict(train_cfg=dict(max_epochs=12)),
-        'semantic-fpn': dict(train_cfg=dict(max_iters=6400), param_scheduler=[
-            dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=6400, by_epoch=False)])}),
+    # 4x the images: the detector's epochs become 4x the iterations, the segmentor's are scaled to match
+    'full': Profile(num_train=1024, num_val=256, iterations_scale=4),
 }
 
 
@@ -101,6 +101,10 @@ def run_config(task: str, method: str, profile: Profile, data_root: Path, work_d
         cfg.train_cfg.update(schedule['train_cfg'])
         if 'param_scheduler' in schedule:
             cfg.param_scheduler = schedule['param_scheduler']
+    if 'max_iters' in cfg.train_cfg and profile.iterations_scale != 1:
+        cfg.train_cfg.max_iters *= profile.iterations_scale
+        cfg.param_scheduler = [dict(scheduler, end=scheduler['end'] * profile.iterations_scale)
+                               for scheduler in cfg.param_scheduler]
     length = cfg.train_cfg.get('max_epochs', cfg.train_cfg.get('max_iters'))
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None  # each run is evaluated once, by the test below
     if method == KEPT:
