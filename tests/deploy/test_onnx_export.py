@@ -1,11 +1,9 @@
 """Classification and segmentation to ONNX: merged graphs are the plain model's graphs, run in ONNX Runtime
 as PyTorch does, with a dynamic batch; ``--verify`` and int8 from the command line."""
-import collections
 import contextlib
 import io
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
@@ -13,6 +11,7 @@ from petah_mm.deploy import build_trained_model, export_merged
 from petah_mm.deploy.onnx import ExportedGraph, export_onnx, verify_export
 from petah_mm.deploy.onnx.export import batch_axis_works, onnx_bytes
 from petah_mm.deploy.onnx.inputs import pipeline_batches
+from petah_mm.deploy.onnx.plain import op_histogram
 from petah_mm.deploy.onnx.runtime import cpu_session
 from petah_mm.deploy.onnx.verify import relative_difference
 from petah_mm.testing import randomise_adapters
@@ -36,10 +35,6 @@ def cls_cli_run(task_checkpoints, tmp_path_factory):
                                  '--verify-images', '2'])
     assert code == 0, printed.getvalue()
     return out, printed.getvalue()
-
-
-def op_histogram(path) -> collections.Counter:
-    return collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
 
 
 @pytest.mark.parametrize('task', ['cls', 'seg'])
