@@ -1,7 +1,7 @@
 """Fixtures shared by every test folder: a fixed random state per test, and the expensive things built once
-per session (the toy data and backbone, one ``tools/train.py`` run per toy task, one ``--amp`` run)."""
-import argparse
+per session (the toy data and backbone, one ``tools/train.py`` run per toy task), once per pytest-xdist worker."""
 import functools
+import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -15,7 +15,18 @@ from mmengine.config import Config
 from petah_mm.datasets import (TOY_CONFIGS, make_toy_ade20k, make_toy_backbone, make_toy_classification, make_toy_coco,
                                write_toy_user_config)
 from petah_mm.tools.analysis.benchmark.ablations import peft_dir
-from helpers import CLS_TOY, DET_TEST_OPTIONS, DET_TOY, SEG_TOY, TOY_BACKBONE, TOY_DATA, run
+from helpers import CLS_TOY, CPUS, DET_TEST_OPTIONS, DET_TOY, SEG_TOY, THREADS, TOY_BACKBONE, TOY_DATA, run
+
+
+# processes a test starts without helpers.tool_env (gpu_check's runs of tools/train.py) keep to the worker's share
+os.environ.setdefault('OMP_NUM_THREADS', str(THREADS))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pytest.ini): one pytest-xdist worker per CPU, at most 4, since every worker builds the
+    session's shared fixtures (toy runs, the tool server) for itself."""
+    return min(4, CPUS)
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +35,7 @@ def _deterministic_torch():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     yield
 
 
@@ -138,16 +149,3 @@ def toy_run(toy_config, tmp_path_factory):
         return ToyRun(config, root / task, log)
 
     return train
-
-
-@pytest.fixture(scope='session')
-def amp_detector_run(tmp_path_factory):
-    """gpu_check's ``tools/train.py --amp`` check of the toy detector, run once with the CPU as the device (bf16,
-    2 iterations of batch 2): test_gpu_check checks the tool's verdict, test_amp the training log. The two were
-    the same minute-long bf16 training. Returns the verdict, the work dir and the run's log file's text."""
-    from petah_mm.tools.analysis import gpu_check
-
-    work = tmp_path_factory.mktemp('amp_detector')
-    verdict = gpu_check.check_amp_training(argparse.Namespace(device='cpu', work_dir=str(work)), iterations=2)
-    log, = (work / 'train').glob('*/*.log')
-    return verdict, work, log.read_text()

@@ -27,9 +27,18 @@ DET_TEST_OPTIONS = ('model.test_cfg.rcnn.score_thr=0.0', 'model.test_cfg.rcnn.ma
                     'model.test_cfg.rpn.max_per_img=40')
 
 
+#: the CPUs this process may run on
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+#: torch threads of a test process and of the tools it runs: the CPUs shared out among pytest-xdist's workers
+#: (pytest.ini starts one per CPU: 1 thread each), at most 2 (what the suite was written for). More would
+#: oversubscribe the cores: OpenMP threads waiting for a core spin instead of yielding it.
+THREADS = max(1, min(2, CPUS // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))))
+
+
 def tool_env(env: Optional[dict] = None) -> dict:
-    """The environment of a tool's process: this one's, 2 threads, no display, this checkout first on the path."""
-    env = dict(os.environ, OMP_NUM_THREADS='2', MPLBACKEND='Agg', **(env or {}))
+    """The environment of a tool's process: this one's, THREADS threads, no display, this checkout first on the
+    path."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MPLBACKEND='Agg', **(env or {}))
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')]))
     return env
 

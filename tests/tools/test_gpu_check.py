@@ -22,8 +22,9 @@ def test_without_cuda_it_says_so_and_exits_cleanly(tmp_path):
 
 
 @pytest.mark.slow
-def test_its_checks_pass_with_the_cpu_as_the_device(amp_detector_run, monkeypatch):
-    """All but the benchmark check, whose CPU runs test_benchmark covers (here it would take minutes)."""
+def test_its_checks_pass_with_the_cpu_as_the_device(monkeypatch):
+    """All but the ``--amp`` training (test_amp runs it on the CPU) and the benchmark check, whose CPU runs
+    test_benchmark covers (here it would take minutes)."""
     tool = gpu_check
     assert 'RoIAlign matches the CPU' in tool.check_mmcv_ops('cpu')
     assert 'bfloat16 worst relative error' in tool.check_backbone('cpu')
@@ -36,8 +37,6 @@ def test_its_checks_pass_with_the_cpu_as_the_device(amp_detector_run, monkeypatc
     assert 'bfloat16 not checked' in without_bf16 and 'float16 worst relative error' in without_bf16
     assert 'bfloat16 worst' not in without_bf16
     assert 'merged fp16' in tool.check_inference('cpu')
-    verdict, _, _ = amp_detector_run  # check_amp_training(device cpu, iterations=2), shared with test_amp
-    assert verdict == 'toy Cascade Mask R-CNN trained 2 iterations with BF16OptimWrapper'
 
 
 @pytest.mark.slow

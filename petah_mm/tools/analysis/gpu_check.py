@@ -122,7 +122,7 @@ def run(args, *command):
 
 def check_amp_training(args, iterations=20):
     """tools/train.py --amp (on CUDA fp16 with a dynamic loss scale, else bf16) on the toy detector for
-    ``iterations`` iterations of batch 2 (the test suite's CPU rehearsal runs 2)."""
+    ``iterations`` iterations of batch 2 (the test suite's CPU rehearsal runs 1)."""
     from petah_mm.datasets import make_toy_backbone, make_toy_coco, write_toy_user_config
     work = Path(args.work_dir).resolve()  # the runs below start in the repository, not in the caller's folder
     data = make_toy_coco(work / 'toy_coco', num_train=2 * iterations, num_val=2)['root']
@@ -134,7 +134,7 @@ def check_amp_training(args, iterations=20):
     assert done in log, f'{iterations} iterations did not run:\n{log[-2000:]}'
     wrapper = 'AmpOptimWrapper' if torch.device(args.device).type == 'cuda' else 'BF16OptimWrapper'
     assert f"type='{wrapper}'" in (work / 'train' / 'toy_det_amp.py').read_text(), f'--amp did not select {wrapper}'
-    return f'toy Cascade Mask R-CNN trained {iterations} iterations with {wrapper}'
+    return f'toy Cascade Mask R-CNN trained {iterations} iteration(s) with {wrapper}'
 
 
 def check_benchmark(args):
