@@ -49,9 +49,14 @@ def cls_model():
 
 
 def test_imagenet_classifier_through_mmpretrains_inferencer():
+    from mmengine.registry import DefaultScope
     from mmpretrain.apis import ImageClassificationInferencer
-    inferencer = ImageClassificationInferencer(str(IN1K), pretrained=True)  # load_from names the weights
-    cat, espresso = (inferencer(str(PHOTOS[name].locate()))[0] for name in ('chelsea.png', 'coffee.png'))
+
+    # the inferencer builds its pipeline in the process's current default scope: a user's fresh process has none
+    # (mmpretrain's own registry then), this worker may hold another test's ('mmengine' from a Runner)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        inferencer = ImageClassificationInferencer(str(IN1K), pretrained=True)  # load_from names the weights
+        cat, espresso = (inferencer(str(PHOTOS[name].locate()))[0] for name in ('chelsea.png', 'coffee.png'))
     assert cat['pred_label'] in IMAGENET_CATS, cat['pred_class']
     assert espresso['pred_label'] == 967 and espresso['pred_class'] == 'espresso'
     assert espresso['pred_score'] > 0.5
