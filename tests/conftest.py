@@ -1,5 +1,6 @@
 """Fixtures shared by every test folder: a fixed random state per test, and the expensive things built once
-per session (the toy data and backbone, one ``tools/train.py`` run per toy task), once per pytest-xdist worker."""
+per session: the toy data and backbone once per pytest-xdist worker, one ``tools/train.py`` run per toy task
+shared by all workers."""
 import functools
 import os
 import random
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 from mmengine.config import Config
 
 from petah_mm.datasets import (TOY_CONFIGS, make_toy_ade20k, make_toy_backbone, make_toy_classification, make_toy_coco,
@@ -135,17 +137,30 @@ TOY_RUNS = {
 }
 
 
+def session_root(tmp_path_factory) -> Path:
+    """The session's temporary directory that every pytest-xdist worker sees (each worker's own ``basetemp``
+    lies in it), or the basetemp of a run without workers."""
+    basetemp = tmp_path_factory.getbasetemp()
+    return basetemp.parent if os.environ.get('PYTEST_XDIST_WORKER') else basetemp
+
+
 @pytest.fixture(scope='session')
 def toy_run(toy_config, tmp_path_factory):
     """``toy_run(task)`` (cls, det, seg): ``tools/train.py`` on the toy config, trained on first use and then
-    shared by every test of the session. Tests must not write into its work dir (``ToyRun.copy_to``)."""
-    root = tmp_path_factory.mktemp('toy_runs')
+    shared by every test of the session, on every worker: the first worker to ask trains it under a file lock,
+    the others wait and read it (a Cascade Mask R-CNN run is ~30 s). Its log is written last, so a run that
+    failed is trained again, never half read. Tests must not write into its work dir (``ToyRun.copy_to``)."""
+    root = session_root(tmp_path_factory) / 'toy_runs'
+    root.mkdir(exist_ok=True)
 
     @functools.lru_cache(None)
     def train(task: str) -> ToyRun:
-        base, overrides, options = TOY_RUNS[task]
-        config = toy_config(base, root / f'{task}_user_config.py', **overrides)
-        log = run('tools/train.py', config, '--work-dir', root / task, '--cfg-options', *options)
-        return ToyRun(config, root / task, log)
+        config, log = root / f'{task}_user_config.py', root / f'{task}.log'
+        with FileLock(root / f'{task}.lock'):
+            if not log.exists():
+                base, overrides, options = TOY_RUNS[task]
+                toy_config(base, config, **overrides)
+                log.write_text(run('tools/train.py', config, '--work-dir', root / task, '--cfg-options', *options))
+        return ToyRun(config, root / task, log.read_text())
 
     return train

@@ -120,16 +120,18 @@ def run(args, *command):
     return proc.stdout + proc.stderr
 
 
-def check_amp_training(args, iterations=20):
+def check_amp_training(args, iterations=20, cfg_options=()):
     """tools/train.py --amp (on CUDA fp16 with a dynamic loss scale, else bf16) on the toy detector for
-    ``iterations`` iterations of batch 2 (the test suite's CPU rehearsal runs 1)."""
+    ``iterations`` iterations of batch 2, no validation (the test suite's CPU rehearsal runs 1, and shrinks
+    the images and RoIs through ``cfg_options``: bf16 is emulated on CPUs without native bf16)."""
     from petah_mm.datasets import make_toy_backbone, make_toy_coco, write_toy_user_config
     work = Path(args.work_dir).resolve()  # the runs below start in the repository, not in the caller's folder
     data = make_toy_coco(work / 'toy_coco', num_train=2 * iterations, num_val=2)['root']
     config = write_toy_user_config(work / 'toy_det_amp.py', DET_TOY, data, make_toy_backbone(work / 'toy_backbone.pth'),
-                                   batch_size=2, train_cfg=dict(max_epochs=1, val_interval=2),
+                                   batch_size=2, train_cfg=dict(max_epochs=1, val_begin=2),
                                    default_hooks=dict(logger=dict(interval=min(5, iterations))))
-    log = run(args, 'tools/train.py', config, '--amp', '--work-dir', work / 'train')
+    log = run(args, 'tools/train.py', config, '--amp', '--work-dir', work / 'train',
+              *(('--cfg-options', *cfg_options) if cfg_options else ()))
     done = f'Epoch(train) [1][{iterations}/{iterations}]'
     assert done in log, f'{iterations} iterations did not run:\n{log[-2000:]}'
     wrapper = 'AmpOptimWrapper' if torch.device(args.device).type == 'cuda' else 'BF16OptimWrapper'
