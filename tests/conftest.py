@@ -17,6 +17,7 @@ from mmengine.config import Config
 from petah_mm.datasets import (TOY_CONFIGS, make_toy_ade20k, make_toy_backbone, make_toy_classification, make_toy_coco,
                                write_toy_user_config)
 from petah_mm.tools.analysis.benchmark.ablations import peft_dir
+from petah_mm.utils.fileio import atomic_write
 from helpers import CLS_TOY, CPUS, DET_TEST_OPTIONS, DET_TOY, SEG_TOY, THREADS, TOY_BACKBONE, TOY_DATA, run
 
 
@@ -160,7 +161,9 @@ def toy_run(toy_config, tmp_path_factory):
             if not log.exists():
                 base, overrides, options = TOY_RUNS[task]
                 toy_config(base, config, **overrides)
-                log.write_text(run('tools/train.py', config, '--work-dir', root / task, '--cfg-options', *options))
+                out = run('tools/train.py', config, '--work-dir', root / task, '--cfg-options', *options)
+                with atomic_write(log, 'w') as f:
+                    f.write(out)
         return ToyRun(config, root / task, log.read_text())
 
     return train
