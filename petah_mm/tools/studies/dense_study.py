@@ -27,7 +27,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from petah_mm.datasets import make_animal_silhouettes
-from petah_mm.tools.studies.study_cli import parse_study_args, study_setup
+from petah_mm.tools.studies.study_cli import parse_study_args, results_stem, study_setup
 from petah_mm.utils import write_bytes_atomic
 
 REPO = Path(__file__).resolve().parents[3]
@@ -182,12 +182,13 @@ def main(argv=None) -> dict:
     args = parse_study_args(__doc__, "the tests' path: tiny data, a few iterations",
                             "1,024 / 256 images, 4x the iterations", 'work_dirs/dense_study', argv)
     profile, work_dir = study_setup(args, PROFILES)
+    stem = results_stem(args, 'dense_study')
     start = time.perf_counter()
     results = run_study(profile, work_dir)
     results['wall_min'] = round((time.perf_counter() - start) / 60, 1)
-    write_bytes_atomic(work_dir / 'dense_study.json', json.dumps(results, indent=2).encode(), force=True)
+    write_bytes_atomic(work_dir / f'{stem}.json', json.dumps(results, indent=2).encode(), force=True)
     table = markdown(results['runs'])
-    write_bytes_atomic(work_dir / 'dense_study.md', table.encode(), force=True)
+    write_bytes_atomic(work_dir / f'{stem}.md', table.encode(), force=True)
     print(table)
     return results
 

@@ -31,6 +31,7 @@ against trainable parameters, log x; linear probing, which trains none, as a lin
 differs from the default: ``transfer_study_full.*``, ``transfer_study_no_stabiliser.*``, and ``_selected`` when
 ``--backbones``, ``--datasets``, ``--methods`` or ``--pretrained-only`` narrowed the profile (its rows only; the
 runs are shared by name, so a selection of ``--full`` reuses the default's runs and the default reuses its).
+``--out-name STEM`` names them instead, so that two selections keep their own summaries.
 
 Sizes and time. The default profile:
 
@@ -73,7 +74,7 @@ from petah_mm.adapters import PRESETS, build_plan, preset
 from petah_mm.datasets import make_animal_classification, make_animal_plain_classification, make_digit_classification
 from petah_mm.models import build_backbone_from_config, without_pretrained
 from petah_mm.tools.studies import allocate_ranks, linear_probe
-from petah_mm.tools.studies.study_cli import parse_study_args, study_setup
+from petah_mm.tools.studies.study_cli import parse_study_args, results_stem, study_setup
 from petah_mm.utils import atomic_write, write_bytes_atomic
 
 REPO = Path(__file__).resolve().parents[3]
@@ -401,8 +402,9 @@ def plot(summary: List[dict], out: Path) -> None:
         for r in rows:
             if not r['params']:  # linear probing trains no backbone parameter: a line, not a point at 0
                 ax.axhline(r['test_mean'], color=colour, linestyle=style, linewidth=0.8)
-    ax.set_xscale('log')
-    ax.set_xlabel('trainable backbone parameters (log)')
+    if any(r['params'] for r in summary):  # linear probing alone: lines only, no x to scale
+        ax.set_xscale('log')
+    ax.set_xlabel('trainable backbone parameters' + (' (log)' if ax.get_xscale() == 'log' else ''))
     ax.set_ylabel('test top-1 (%)')
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -427,7 +429,7 @@ def main(argv=None) -> dict:
                       pretrained_only=args.pretrained_only)
     parts = (('quick', args.quick), ('full', args.full), ('no_stabiliser', args.no_stabiliser),
              ('selected', narrowed is not profile))
-    stem = '_'.join(['transfer_study'] + [name for name, on in parts if on])
+    stem = results_stem(args, '_'.join(['transfer_study'] + [name for name, on in parts if on]))
     profile = replace(narrowed, stabiliser=not args.no_stabiliser)
     start = time.perf_counter()
     results = run_study(profile, work_dir)
