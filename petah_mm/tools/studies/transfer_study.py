@@ -40,16 +40,15 @@ Sizes and time. The default profile:
 * ViT-S/14 on animal: frozen (cached, both inits), petah2, petah-budget and full: 15 Runner runs;
 * 50 / 20 / 40 images per class (train / val / test), 5 epochs of batch 32: 80 steps per run.
 
-Time, from the wall time of each run of the first default run (2026-12-06/07, 2-core AMD EPYC; the Lite0 runs while
-light jobs shared the machine): a Lite0 run (build, 80 steps, evaluation) ~30 s; a ViT run ~140 s (petah2), ~160 s
-(petah-budget), ~175 s (full); linear probing and its feature caching ~1 min per dataset on Lite0, ~3 min on the ViT.
-So 2 x (15 x 30 s + 1 min) = 17 min (Lite0) + 5 x (140 + 160 + 175) s + 3 min = 43 min (ViT): **~60 min**, not
-measured in one piece. That run also held PETAH with conv rank 8, full fine-tuning from random weights and full at
-LR 1e-4 on Lite0 (both datasets; ~14 min more): they are in ``--full`` now, and docs/real_data.md keeps their
-numbers. ``--full`` (all
-three backbones, all three datasets, every applicable method x both inits, the default's sizes): 70 Runner runs
-per CNN and dataset (420, ~3.5 h) and 110 ViT runs per dataset (330, ~15 h): **~19 hours** by the same rates, more
-for DoRA and LoKr, which train slower than LoRA.
+Time, measured in one piece on a fresh work dir (2026-12-07, 2-core AMD EPYC with AVX-512, quiet): **47.4 min**.
+Lite0 ~12 min (a Runner run ~25 s; linear probing with its feature caching ~1 min per dataset); the ViT ~35 min
+(probing 2.5 min; a Runner run ~115 s for petah2, ~150 s for full, ~110 s for petah-budget after its ranks). The
+first default run (2026-12-06/07, resumed once) also held PETAH with conv rank 8, full fine-tuning from random
+weights and full at LR 1e-4 on Lite0: they are in ``--full`` now, and docs/real_data.md keeps their numbers.
+
+``--full`` (all three backbones, all three datasets, every applicable method x both inits, the default's sizes):
+70 Runner runs per CNN and dataset (420, ~3.5 h) and 110 ViT runs per dataset (330, ~15 h): **~19 hours** by the first default
+run's per-run times (an estimate), more for DoRA and LoKr, which train slower than LoRA.
 
 ``petah-budget`` (docs/petah_budget.md) spends PETAH-2's trainable parameter count on per-layer ranks, measured
 once per backbone, data set and init from the loss gradient on RANK_IMAGES training images (cached in
@@ -134,7 +133,7 @@ PROFILES = {
     'quick': Profile(dict.fromkeys(('tf-efficientnet-lite0', 'dinov2-vit-s14'), ('frozen', 'petah2', 'petah-budget')),
                      ('animal', ), {}, seeds=1, selection_seeds=1, epochs=2, counts=(2, 1, 1),
                      lrs={'frozen': (1e-2, ), 'petah2': (1e-3, ), 'petah-budget': (1e-3, )}),
-    # sized to ~1 h on 2 cores (module docstring): 80 steps per run; the ViT on the animal set only
+    # sized to fit 1 h on 2 cores (47 min measured; module docstring): 80 steps per run; the ViT on the animal set only
     'default': Profile({'tf-efficientnet-lite0': ('frozen', 'petah2', 'full', 'petah-budget'),
                         'dinov2-vit-s14': ('frozen', 'petah2', 'full', 'petah-budget')}, ('animal', 'animal-plain'),
                        dict.fromkeys(('tf-efficientnet-lite0', 'dinov2-vit-s14'), ('frozen', )),
