@@ -47,8 +47,8 @@ first default run (2026-12-06/07, resumed once) also held PETAH with conv rank 8
 weights and full at LR 1e-4 on Lite0: they are in ``--full`` now, and docs/real_data.md keeps their numbers.
 
 ``--full`` (all three backbones, all three datasets, every applicable method x both inits, the default's sizes):
-70 Runner runs per CNN and dataset (420, ~3.5 h) and 110 ViT runs per dataset (330, ~15 h): **~19 hours** by the first default
-run's per-run times (an estimate), more for DoRA and LoKr, which train slower than LoRA.
+70 Runner runs per CNN and dataset (420, ~3.5 h) and 110 ViT runs per dataset (330, ~15 h): **~19 hours** by the
+first default run's per-run times (an estimate), more for DoRA and LoKr, which train slower than LoRA.
 
 ``petah-budget`` (docs/petah_budget.md) spends PETAH-2's trainable parameter count on per-layer ranks, measured
 once per backbone, data set and init from the loss gradient on RANK_IMAGES training images (cached in
@@ -133,7 +133,7 @@ PROFILES = {
     'quick': Profile(dict.fromkeys(('tf-efficientnet-lite0', 'dinov2-vit-s14'), ('frozen', 'petah2', 'petah-budget')),
                      ('animal', ), {}, seeds=1, selection_seeds=1, epochs=2, counts=(2, 1, 1),
                      lrs={'frozen': (1e-2, ), 'petah2': (1e-3, ), 'petah-budget': (1e-3, )}),
-    # sized to fit 1 h on 2 cores (47 min measured; module docstring): 80 steps per run; the ViT on the animal set only
+    # sized to fit 1 h on 2 cores (47 min measured; module docstring): 80 steps per run; the ViT on animal only
     'default': Profile({'tf-efficientnet-lite0': ('frozen', 'petah2', 'full', 'petah-budget'),
                         'dinov2-vit-s14': ('frozen', 'petah2', 'full', 'petah-budget')}, ('animal', 'animal-plain'),
                        dict.fromkeys(('tf-efficientnet-lite0', 'dinov2-vit-s14'), ('frozen', )),
