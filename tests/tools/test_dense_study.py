@@ -91,6 +91,12 @@ def test_quick_study_through_the_runner(tmp_path):
     assert '| semantic-fpn | dinov2-vit-s14 | petah2 |' in (tmp_path / 'dense_study.md').read_text()
 
 
+def test_out_name_outside_the_work_dir_is_refused_before_any_run(tmp_path):
+    with pytest.raises(ValueError, match="--out-name '../dense'"):
+        study.main(['--quick', '--work-dir', str(tmp_path), '--out-name', '../dense'])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_detector_that_predicts_nothing_scores_zero_and_says_so():
     assert study.task_metrics({}, 'cascade-mask-rcnn') == {'coco/bbox_mAP': 0.0, 'coco/segm_mAP': 0.0,
                                                            'no_predictions': True}
