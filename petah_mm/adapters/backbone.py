@@ -25,6 +25,7 @@ import torch
 from mmengine.logging import print_log
 
 from ..utils import NormEvalMixin, convert_frozen_batchnorm
+from .conv_mlp import convert_conv_mlps
 from .discovery import as_targets, describe_groups, discover_groups, fused_attention
 from .factorizations import factorization_class
 from .injector import Targets, adapted_layers, inject_adapters, set_trainable, task_parameter_names
@@ -74,6 +75,7 @@ class AdaptedBackboneMixin(NormEvalMixin):
         if hasattr(self, '_freeze_stages'):
             self._freeze_stages()
         convert_frozen_batchnorm(self)
+        convert_conv_mlps(self)
         norms = self.trainable_output_norms()
         print_log(f'{type(self).__name__}({self.arch_name}): targets {self.target_summary}; '
                   f'{self.adapter_plan.describe()}; '

@@ -51,6 +51,16 @@ def batched_left_mul(matrix, batch):
     return torch.bmm(matrix.expand(batch.shape[0], *matrix.shape), batch)
 
 
+def pointwise_factor_grads(x, g, a2d, up):
+    """A's gradient and ``g·hᵀ`` (h = A·x) of a 1×1 layer, from thin matrix products with r channels between:
+    far faster than r-channel convolutions on CPU. x (n, in, positions), g (n, out, positions), a2d (r, in);
+    ``up`` (out, r) is what maps h to the output (s·B, and any per-channel scale after the layer)."""
+    gh = batched_left_mul(up.t(), g)  # (n, r, positions)
+    grad_A = (x @ gh.transpose(1, 2)).sum(0).t()  # x stays in its layout, only the r-channel operand is transposed
+    h = batched_left_mul(a2d, x)
+    return grad_A, (g @ h.transpose(1, 2)).sum(0)
+
+
 def effective_kernel(weight, lora_A, lora_B, scaling, dtype):
     """W + ΔW in the compute dtype; under autocast built in it too, as the plain layer casts its W."""
     return lora_kernel(weight, lora_A, lora_B, scaling).to(dtype)
@@ -113,19 +123,17 @@ class LowRankConv2d(torch.autograd.Function):
         n, rank = x.shape[0], lora_A.shape[0]
         a = lora_A.to(dtype)
         g = grad.flatten(2)  # (n, out, positions)
-        gh = batched_left_mul((lora_B.reshape(-1, rank) * s).t().to(dtype), g)  # (n, r, positions)
-        pointwise = lora_A.shape[2:] == (1, 1) and stride == (1, 1) and padding == (0, 0)
-        if pointwise:  # thin matrix products: far faster than r-channel convolutions on CPU
-            x_flat = x.flatten(2)
-            # x stays in its layout, only the r-channel operand is transposed
-            grad_A = (x_flat @ gh.transpose(1, 2)).sum(0).t().reshape(lora_A.shape)
-            h = batched_left_mul(a.reshape(rank, -1), x_flat)
+        up = (lora_B.reshape(-1, rank) * s).to(dtype)
+        if lora_A.shape[2:] == (1, 1) and stride == (1, 1) and padding == (0, 0):
+            grad_A, grad_up = pointwise_factor_grads(x.flatten(2), g, a.reshape(rank, -1), up)
         else:
+            gh = batched_left_mul(up.t(), g)  # (n, r, positions)
             grad_A = conv_backward(gh.reshape(n, rank, *grad.shape[2:]), x, a, None, stride, padding, dilation,
                                    False, (0, 0), 1, (False, True, False))[1]
-            h = F.conv2d(x, a, None, stride, padding, dilation).flatten(2)
-        grad_B = s * (g @ h.transpose(1, 2)).sum(0).reshape(lora_B.shape)
-        return grad_x, None, None, grad_A.to(lora_A.dtype), grad_B.to(lora_B.dtype), None, None, None, None
+            grad_up = (g @ F.conv2d(x, a, None, stride, padding, dilation).flatten(2).transpose(1, 2)).sum(0)
+        grad_B = s * grad_up.reshape(lora_B.shape)
+        return grad_x, None, None, grad_A.reshape(lora_A.shape).to(lora_A.dtype), grad_B.to(lora_B.dtype), None, \
+            None, None, None
 
 
 @functools.lru_cache(maxsize=None)

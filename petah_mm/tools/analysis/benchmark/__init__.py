@@ -22,7 +22,7 @@ training rows in rotating order, each in a fresh process, and keeps each method'
   gradients enabled, as the libraries' ``get_flops.py`` run it; one multiply-add = one FLOP) of
   each method, merged and unmerged (:mod:`.sizes`);
 * the time to switch the shared backbone from one PETAH task to another (unmerge + merge, :mod:`.switch`);
-* three ablations of PETAH-2 training, each undoing one of the adapter engine's optimisations
+* four ablations of PETAH-2 training, each undoing one of the adapter engine's optimisations
   (:mod:`.ablations`), and with ``--peft`` the peer row: peft 0.21's LoRA on PETAH-2's targets and ranks,
   with petah2's margins over it in step time and peak memory.
 

@@ -2,8 +2,9 @@
 
 'batchnorm': frozen BatchNorms stay ``nn.BatchNorm2d`` (``F.batch_norm``, which keeps its input for backward);
 'branch': LoRA runs as the paper's Eq. (2), op(x, W) + B(A(x)), instead of the low-rank kernels;
-'fused': LoRA trains by autograd through op(x, W + ΔW) instead of the low-rank kernels.
-The last two force one of the factorization's own forward forms (``Factorization.use_form``).
+'fused': LoRA trains by autograd through op(x, W + ΔW) instead of the low-rank kernels;
+'mlp': EfficientFormer's ConvMlps train layer by layer instead of as one function (``LowRankConvMlp``).
+'branch' and 'fused' force one of the factorization's own forward forms (``Factorization.use_form``).
 'peft' (``--peft``, the peer row): no petah_mm engine at all, peft 0.21's LoRA on the same targets, ranks
 and alphas, injected into the same backbone with plain layers and plain BatchNorms (:func:`peft_lora`).
 """
@@ -14,12 +15,13 @@ from pathlib import Path
 from torch import nn
 
 from petah_mm.adapters import adapted_layers
+from petah_mm.adapters.conv_mlp import LowRankConvMlp
 from petah_mm.adapters.form_choice import cache_dir
 from petah_mm.utils import FrozenBatchNorm2d
 from petah_mm.utils.modules import replace_module
 
 ABLATIONS = {'petah2 (BatchNorm kept)': ('petah2', 'batchnorm'), 'petah2 (two-layer branch)': ('petah2', 'branch'),
-             'petah2 (autograd through W + ΔW)': ('petah2', 'fused')}
+             'petah2 (autograd through W + ΔW)': ('petah2', 'fused'), 'petah2 (MLP layer by layer)': ('petah2', 'mlp')}
 #: the peer row of ``--peft``
 PEFT_ROW = {'peft lora (petah2 targets)': ('petah2', 'peft')}
 CHOICES = ('none', *(ablation for _, ablation in ABLATIONS.values()), 'peft')
@@ -82,6 +84,10 @@ def undo(backbone: nn.Module, ablation: str) -> None:
         plain_batchnorms(backbone)
     elif ablation == 'peft':
         peft_lora(backbone)
+    elif ablation == 'mlp':
+        for mlp in backbone.modules():
+            if isinstance(mlp, LowRankConvMlp):
+                mlp.fuse_training = False
     elif ablation in ('branch', 'fused'):
         for layer in adapted_layers(backbone).values():
             layer.adapter.use_form(ablation)

@@ -26,7 +26,7 @@ def parse_args(argv=None):
     parser.add_argument('--arch', default='l7', choices=['l1', 'l3', 'l7'], help='without --config')
     parser.add_argument('--methods', nargs='+', default=DEFAULT_METHODS, choices=list(PRESETS),
                         help='adapter presets to compare (full is the reference of the ratios)')
-    parser.add_argument('--skip-ablations', action='store_true', help='skip the three PETAH-2 ablation rows')
+    parser.add_argument('--skip-ablations', action='store_true', help='skip the four PETAH-2 ablation rows')
     parser.add_argument('--amp', action='store_true', help='also measure every row under autocast in the dtype '
                         'tools/train.py --amp trains with: bf16 on the CPU, fp16 on CUDA')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (or 'cuda:N')")
