@@ -7,7 +7,12 @@ CPU's kernels make of a shape: with AVX-512 GEMMs, the FLOPs rule left unmerged 
 the merged model at batch 1 on an AMD EPYC. :func:`tune_unmerged_forms` runs the model once on an
 example input and, at each LoRA layer, times both forms on that layer's real input (a few rounds,
 a few ms per layer signature, a total budget), then gives the layer a table
-``{(positions bucket, compute dtype, layout): thin?}`` that its forward consults.
+``{(positions bucket, compute dtype, layout): form}`` that its forward consults. A 1×1 convolution on
+the CPU runs either form as matrix products by default; its measurement also times both forms as
+oneDNN convolutions (``thin_conv``, ``fused_conv``), because which of MKL's GEMM and oneDNN's
+convolution is faster depends on the CPU, the dtype and the shape: on an AMD EPYC with AVX-512 (Zen 5), at
+five of EF-L7's six batch-1 1×1 shapes, the GEMMs took 1.8-2.9x as long as the convolutions in fp32 and
+0.5-0.75x in bf16.
 
 Which rule applies:
 
@@ -39,10 +44,12 @@ from petah_mm.utils.json_data import DataError, parse_json_data
 from petah_mm.utils.timing import elapsed_ms, rotated
 from .autocast import autocast_dtype
 
-CACHE_FORMAT = 'petah_mm unmerged forms 1'
+CACHE_FORMAT = 'petah_mm unmerged forms 2'
 #: /proc/cpuinfo flags that change which GEMM and convolution kernels torch's CPU libraries run
 ISA_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile', 'amx_bf16')
 FORMS = ('thin', 'fused')
+#: the forms of a 1×1 convolution that runs as matrix products, as oneDNN convolutions instead
+CONV_FORMS = ('thin_conv', 'fused_conv')
 #: the environment variable that turns measuring off ('flops') or on ('measure', the default)
 MODE_VARIABLE = 'PETAH_MM_UNMERGED_FORMS'
 #: per layer signature: at least MIN_ROUNDS timed rounds of both forms, more while under PER_SIGNATURE_MS
@@ -74,7 +81,8 @@ def machine_key(cpuinfo: Optional[str] = None) -> dict:
 
 
 def cache_path(key: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    """The key's file; the format is hashed in, so that files of another format are not this one's."""
+    digest = hashlib.sha256(json.dumps(dict(key, format=CACHE_FORMAT), sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir() / 'unmerged_forms' / f'{digest}.json'
 
 
@@ -84,9 +92,14 @@ def damaged(path: Path, why: str) -> ValueError:
 
 
 def valid_entry(entry) -> bool:
-    times_ok = all(isinstance(entry.get(f'{form}_ms'), (int, float)) and not isinstance(entry.get(f'{form}_ms'), bool)
-                   and entry[f'{form}_ms'] > 0 for form in FORMS) if isinstance(entry, dict) else False
-    return times_ok and set(entry) == {'form', 'thin_ms', 'fused_ms'} and entry['form'] in FORMS
+    """``{"form": f, "<form>_ms": ms, ...}`` with a positive time for each form of FORMS, or of FORMS and CONV_FORMS,
+    and f one of them."""
+    if not isinstance(entry, dict):
+        return False
+    forms = FORMS + CONV_FORMS if set(entry) == {'form', *(f'{f}_ms' for f in FORMS + CONV_FORMS)} else FORMS
+    times = [entry.get(f'{form}_ms') for form in forms]
+    times_ok = all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in times)
+    return times_ok and set(entry) == {'form', *(f'{f}_ms' for f in forms)} and entry['form'] in forms
 
 
 def load_choices(path: Path, key: dict) -> dict:
@@ -109,7 +122,8 @@ def load_choices(path: Path, key: dict) -> dict:
     for signature, entry in choices.items():
         if not valid_entry(entry):
             raise damaged(path, f'choice {signature!r} is not {{"form": "thin" | "fused", "thin_ms": ms, '
-                          f'"fused_ms": ms}} with positive times: {entry!r}')
+                          f'"fused_ms": ms}} (a 1×1 conv\'s also with "thin_conv_ms" and "fused_conv_ms", its form '
+                          f'one of the four) with positive times: {entry!r}')
     return choices
 
 
@@ -145,20 +159,35 @@ def signature(layer, x: torch.Tensor) -> str:
             f'positions<2^{bucket} {str(dtype).replace("torch.", "")} {"contiguous" if contiguous else "strided"}')
 
 
+def candidate_forms(layer, x: torch.Tensor) -> tuple:
+    """FORMS, and CONV_FORMS where the layer would run them as matrix products."""
+    return FORMS + CONV_FORMS if getattr(layer, 'runs_as_matmul', lambda x: False)(x) else FORMS
+
+
 def time_forms(layer, x: torch.Tensor) -> dict:
-    """Both forms on ``x``: rounds in alternating order, the fastest time of each (others' load only adds)."""
-    calls = {form: (lambda form=form: getattr(layer.adapter, f'{form}_forward')(x, layer)) for form in FORMS}
-    for call in calls.values():
-        call()
-    times = {form: [] for form in FORMS}
-    start = time.perf_counter()
-    for round_index in range(MAX_ROUNDS):
-        if round_index >= MIN_ROUNDS and 1e3 * (time.perf_counter() - start) > PER_SIGNATURE_MS:
-            break
-        for form in rotated(list(FORMS), round_index):
-            times[form].append(elapsed_ms(calls[form]))
+    """Each candidate form on ``x``: rounds in rotating order, the fastest time of each (others' load only adds)."""
+    forms, key = candidate_forms(layer, x), form_key(x, layer.output_positions(x))
+    table = layer.adapter.measured_forms
+
+    def call(form):
+        table[key] = form  # a *_conv form: the layer's runs_as_matmul reads it and keeps the convolution
+        return getattr(layer.adapter, f'{form.replace("_conv", "")}_forward')(x, layer)
+
+    calls = {form: (lambda form=form: call(form)) for form in forms}
+    try:
+        for run in calls.values():
+            run()
+        times = {form: [] for form in forms}
+        start = time.perf_counter()
+        for round_index in range(MAX_ROUNDS):
+            if round_index >= MIN_ROUNDS and 1e3 * (time.perf_counter() - start) > PER_SIGNATURE_MS:
+                break
+            for form in rotated(list(forms), round_index):
+                times[form].append(elapsed_ms(calls[form]))
+    finally:
+        table.pop(key, None)
     best = {form: min(t) for form, t in times.items()}
-    return dict(form=min(FORMS, key=best.get), thin_ms=best['thin'], fused_ms=best['fused'])
+    return dict(form=min(forms, key=best.get), **{f'{form}_ms': best[form] for form in forms})
 
 
 def measured_layers(model: torch.nn.Module) -> dict:
@@ -205,7 +234,7 @@ def tune_unmerged_forms(model: torch.nn.Module, *inputs, budget_s: float = 2.) -
             spent_s[0] += time.perf_counter() - start
             added.add(name)
         counts['measured' if name in added else 'cached'] += 1
-        layer.adapter.measured_forms[form_key(x, layer.output_positions(x))] = choices[name]['form'] == 'thin'
+        layer.adapter.measured_forms[form_key(x, layer.output_positions(x))] = choices[name]['form']
 
     handles = [layer.register_forward_pre_hook(choose) for layer in layers.values()]
     try:

@@ -200,12 +200,17 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
         return self.apply_kernel(x, kernel, self.bias)
 
     def runs_as_matmul(self, x) -> bool:
-        """CPU inference runs a 1×1 convolution of an NCHW batch as matrix products: oneDNN's pointwise
-        conv is slower than a GEMM at EF-L7's sizes, most of all with a kernel built in the call (not
-        measured on CUDA, which keeps cuDNN). Traces keep the convolution (FLOPs counters report it by
-        operator), autograd too."""
-        return (self.is_pointwise and x.device.type == 'cpu' and x.dim() == 4 and x.is_contiguous()
-                and not torch.is_grad_enabled() and not torch.jit.is_tracing())
+        """CPU inference runs a 1×1 convolution of an NCHW batch as matrix products, unless a measurement
+        on this CPU found oneDNN's convolution faster for this input (a ``*_conv`` form, see
+        :mod:`.form_choice`): on the CPUs first measured a GEMM beat oneDNN's pointwise conv at EF-L7's
+        sizes; on an AMD EPYC with AVX-512 and native bf16 the convolution mostly won in fp32 (not measured
+        on CUDA, which keeps cuDNN).
+        Traces keep the convolution (FLOPs counters report it by operator), autograd too."""
+        if not (self.is_pointwise and x.device.type == 'cpu' and x.dim() == 4 and x.is_contiguous()
+                and not torch.is_grad_enabled() and not torch.jit.is_tracing()):
+            return False
+        measured_form = getattr(self.adapter, 'measured_form', None)  # LoRA's: the factorization with forms
+        return not (measured_form and (measured_form(x, self.output_positions(x)) or '').endswith('_conv'))
 
     def batched(self, kernel, x):
         """A 1×1 kernel as the (out, in) matrix in the compute dtype, expanded over x's batch for ``bmm``.

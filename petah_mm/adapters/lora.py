@@ -14,7 +14,7 @@ or a measurement on this CPU where :func:`.form_choice.tune_unmerged_forms` made
 through the same kernels (:mod:`.dora`).
 """
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -135,8 +135,8 @@ class LoRA(Factorization):
         out, fan_in = self.out_features, self.in_features
         #: output positions below which inference's two-layer form costs fewer FLOPs than W + ΔW
         self.thin_form_max_positions = out * fan_in * (rank + 1) / (rank * (fan_in + out) + out)
-        #: whether the thin form is faster, as measured on this machine per :func:`.form_choice.form_key`
-        #: (filled by :func:`.form_choice.tune_unmerged_forms`; empty: the FLOPs rule)
+        #: the form measured fastest on this machine per :func:`.form_choice.form_key`, one of its FORMS or
+        #: CONV_FORMS (filled by :func:`.form_choice.tune_unmerged_forms`; empty: the FLOPs rule)
         self.measured_forms = {}
         self._kernel_applies, self._kernel, self._thin = LAYER_FORMS[len(self.weight_shape)]
 
@@ -171,11 +171,16 @@ class LoRA(Factorization):
         if not layer.supports_branch:
             return False
         positions = layer.output_positions(x)
-        if self.measured_forms and x.device.type == 'cpu' and not tracing_or_compiling():
-            thin = self.measured_forms.get(form_key(x, positions))
-            if thin is not None:
-                return thin
+        form = self.measured_form(x, positions)
+        if form is not None:
+            return form.startswith('thin')
         return positions < self.thin_form_max_positions
+
+    def measured_form(self, x: torch.Tensor, positions: int) -> Optional[str]:
+        """The form measured fastest on this CPU for inputs like ``x`` (eager CPU forwards only), or None."""
+        if self.measured_forms and x.device.type == 'cpu' and not tracing_or_compiling():
+            return self.measured_forms.get(form_key(x, positions))
+        return None
 
     def adapted_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
         """Training takes the low-rank kernels where they apply (they need one input for W and A, so

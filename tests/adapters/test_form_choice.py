@@ -63,14 +63,14 @@ def test_measured_choices_round_trip_through_the_cache(cache):
     stored = json.loads(path.read_text())
     assert stored['machine'] == machine_key() and len(stored['choices']) == 2
     tokens = torch.randn(1, 8, 25).transpose(1, 2)  # what the conv hands the linear: strided tokens
-    expected = {name: stored['choices'][signature(getattr(model, name), inp)]['form'] == 'thin'
+    expected = {name: stored['choices'][signature(getattr(model, name), inp)]['form']
                 for name, inp in (('conv', x), ('fc', tokens))}
     fresh = Toy().eval()
     with mock.patch.object(form_choice, 'time_forms', side_effect=AssertionError('measured again')):
         again = tune_unmerged_forms(fresh, x)
     assert again['cached'] == 2 and again['measured'] == again['unmeasured'] == 0
-    for name, thin in expected.items():
-        assert list(getattr(fresh, name).adapter.measured_forms.values()) == [thin]
+    for name, form in expected.items():
+        assert list(getattr(fresh, name).adapter.measured_forms.values()) == [form]
 
 
 def test_the_choice_is_what_runs_and_changes_nothing_but_speed(cache):
@@ -146,7 +146,8 @@ def test_the_key_holds_the_cpu_its_isa_torch_and_threads(cache):
 
 
 @pytest.mark.parametrize('content', [b'{"format": ', b'\xff\xfe', b'[]', b'{"format": "petah_mm unmerged forms 0", '
-                                     b'"machine": {}, "choices": {}}', 'choices', 'machine', 'form', 'times'])
+                                     b'"machine": {}, "choices": {}}', 'choices', 'machine', 'form', 'times',
+                                     'conv form of two'])
 def test_a_damaged_cache_is_refused_by_name(cache, content):
     key = machine_key()
     path = cache_path(key)
@@ -160,8 +161,50 @@ def test_a_damaged_cache_is_refused_by_name(cache, content):
         content = json.dumps(dict(good, choices={'x': dict(form='branch', thin_ms=1., fused_ms=2.)})).encode()
     elif content == 'times':
         content = json.dumps(dict(good, choices={'x': dict(form='thin', thin_ms=-1., fused_ms=2.)})).encode()
+    elif content == 'conv form of two':
+        content = json.dumps(dict(good, choices={'x': dict(form='fused_conv', thin_ms=1., fused_ms=2.)})).encode()
     path.write_bytes(content)
     with pytest.raises(ValueError, match=f'{path}.*delete the file'):
         tune_unmerged_forms(Toy().eval(), torch.randn(1, 4, 5, 5))
     path.write_bytes(json.dumps(good).encode())
     assert load_choices(path, key) == good['choices']
+    four = {'y': dict(form='fused_conv', thin_ms=1., fused_ms=2., thin_conv_ms=3., fused_conv_ms=.5)}
+    path.write_bytes(json.dumps(dict(good, choices=four)).encode())
+    assert load_choices(path, key) == four
+
+
+def pointwise_model():
+    torch.manual_seed(0)
+    layer = adapt_layer('pw', nn.Conv2d(6, 10, 1).requires_grad_(False), dict(type='lora', rank=2))
+    nn.init.normal_(layer.adapter.lora_B)
+    return nn.Sequential(layer).eval()
+
+
+def test_a_pointwise_conv_also_measures_its_forms_as_convolutions(cache):
+    """A 1×1 conv runs both forms as matrix products unless oneDNN's convolution was measured faster; the
+    convolution forms are timed as convolutions, and the one chosen runs, with the same result."""
+    x = torch.randn(2, 6, 7, 7)
+    model = pointwise_model()
+    layer = model[0]
+    with mock.patch.object(torch.nn.Conv2d, '_conv_forward', autospec=True,
+                           side_effect=nn.Conv2d._conv_forward) as conv, torch.no_grad():
+        choice = form_choice.time_forms(layer, x)
+    assert set(choice) == {'form', 'thin_ms', 'fused_ms', 'thin_conv_ms', 'fused_conv_ms'}
+    assert conv.called and not layer.adapter.measured_forms  # the timing leaves no choice behind
+    with torch.no_grad():
+        layer.merge()
+        merged = model(x)
+        layer.unmerge()
+    for form in ('thin', 'fused', 'thin_conv', 'fused_conv'):
+        for path in cache.rglob('*.json'):
+            path.unlink()
+        model[0].adapter.measured_forms.clear()
+        with mock.patch.object(form_choice, 'time_forms', autospec=True,
+                               side_effect=lambda layer, x: dict(form=form, thin_ms=1., fused_ms=1., thin_conv_ms=1.,
+                                                                 fused_conv_ms=1.)):
+            tune_unmerged_forms(model, x)
+        with mock.patch.object(torch.nn.Conv2d, '_conv_forward', autospec=True,
+                               side_effect=nn.Conv2d._conv_forward) as conv, torch.no_grad():
+            out = model(x)
+        assert conv.called == form.endswith('_conv'), form
+        torch.testing.assert_close(out, merged, rtol=1e-5, atol=1e-5)
