@@ -204,8 +204,8 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
         on this CPU found oneDNN's convolution faster for this input (a ``*_conv`` form, see
         :mod:`.form_choice`): on the CPUs first measured a GEMM beat oneDNN's pointwise conv at EF-L7's
         sizes; on an AMD EPYC with AVX-512 and native bf16 the convolution mostly won in fp32 (not measured
-        on CUDA, which keeps cuDNN).
-        Traces keep the convolution (FLOPs counters report it by operator), autograd too."""
+        on CUDA, which keeps cuDNN). Traces keep the convolution (FLOPs counters report it by operator),
+        autograd too."""
         if not (self.is_pointwise and x.device.type == 'cpu' and x.dim() == 4 and x.is_contiguous()
                 and not torch.is_grad_enabled() and not torch.jit.is_tracing()):
             return False
