@@ -49,10 +49,16 @@ def test_the_flops_rule_alone_measures_nothing(tmp_path, monkeypatch):
 
 
 def test_peer_margins_are_pefts_over_petah2s():
-    peft = dict(ms=300., peak_gb=3., model_gb=1.)
-    petah = dict(ms=200., peak_gb=2., model_gb=0.5)
+    peft = dict(ms=300., ms_by_round=[300., 480., 400.], peak_gb=3., model_gb=1.)
+    petah = dict(ms=200., ms_by_round=[250., 200., 900.], peak_gb=2., model_gb=0.5)
     margins = training.peer_margins(peft, petah)
-    assert margins == dict(time_margin=1.5, memory_margin=1.5, step_memory_margin=pytest.approx(2 / 1.5))
+    assert margins == dict(time_margin=1.5, median_time_margin=1.6, memory_margin=1.5,
+                           step_memory_margin=pytest.approx(2 / 1.5))
+    size = dict(trainable=1, adapter_mb=0., gflops_merged=1., gflops_unmerged=1.)
+    rows = {'petah2': dict(petah, method='petah2'), 'peft lora': dict(peft, method='petah2', **margins)}
+    lines = report.training_lines(dict(training=rows, sizes={'petah2': size}, switch_ms=1.), 'peak RSS')
+    assert ('peft lora: petah2 trains 1.50x as fast (1.60x by the median rounds), with 1.50x less peak memory '
+            '(1.33x less memory of the step itself).') in '\n'.join(lines)
 
 
 PEFT_EQUALS_PETAH2 = '''
