@@ -19,11 +19,8 @@ from ..utils.modules import replace_module
 from .autocast import autocast_dtype
 from .form_choice import tracing_or_compiling
 from .layers import AdaptedConv2d
-from .lora import LoRA, kernel_applies_conv2d
+from .lora import LoRA
 from .low_rank_kernels import conv_backward, for_device, lora_kernel, pointwise_factor_grads
-
-POINTWISE = dict(kernel_size=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
-
 
 def folded_norm(norm: FrozenBatchNorm2d):
     """The frozen norm as y = scale·x + shift, per channel."""
@@ -94,10 +91,8 @@ def conv_args(conv: AdaptedConv2d, norm: FrozenBatchNorm2d) -> tuple:
 
 def trains_as_lora_kernel(conv) -> bool:
     """An unmerged 1×1 LoRA conv that would take the low-rank training kernel (no ablation form forced)."""
-    return (type(conv) is AdaptedConv2d and not conv.merged and type(conv.adapter) is LoRA
-            and 'adapted_forward' not in vars(conv.adapter) and isinstance(conv.adapter.dropout, nn.Identity)
-            and all(getattr(conv, key) == value for key, value in POINTWISE.items())
-            and kernel_applies_conv2d(conv))
+    return (type(conv) is AdaptedConv2d and conv.is_pointwise and not conv.merged and type(conv.adapter) is LoRA
+            and 'adapted_forward' not in vars(conv.adapter) and conv.adapter.kernel_applies(conv))
 
 
 def frozen_norm(norm) -> bool:

@@ -10,9 +10,9 @@ a few ms per layer signature, a total budget), then gives the layer a table
 ``{(positions bucket, compute dtype, layout): form}`` that its forward consults. A 1×1 convolution on
 the CPU runs either form as matrix products by default; its measurement also times both forms as
 oneDNN convolutions (``thin_conv``, ``fused_conv``), because which of MKL's GEMM and oneDNN's
-convolution is faster depends on the CPU, the dtype and the shape: on an AMD EPYC with AVX-512 (Zen 5), at
-five of EF-L7's six batch-1 1×1 shapes, the GEMMs took 1.8-2.9x as long as the convolutions in fp32 and
-0.5-0.75x in bf16.
+convolution is faster depends on the CPU, the dtype and the shape: on an AMD EPYC with AVX-512 (Zen 5),
+at batch 1, EF-L7's 1×1 convs as matrix products took 1.5-1.9x the time of their convolution forms in fp32,
+0.7-0.9x in bf16 (docs/benchmarks.md).
 
 Which rule applies:
 
@@ -96,7 +96,7 @@ def valid_entry(entry) -> bool:
     and f one of them."""
     if not isinstance(entry, dict):
         return False
-    forms = FORMS + CONV_FORMS if set(entry) == {'form', *(f'{f}_ms' for f in FORMS + CONV_FORMS)} else FORMS
+    forms = FORMS + CONV_FORMS if 'thin_conv_ms' in entry else FORMS
     times = [entry.get(f'{form}_ms') for form in forms]
     times_ok = all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in times)
     return times_ok and set(entry) == {'form', *(f'{f}_ms' for f in forms)} and entry['form'] in forms

@@ -189,15 +189,19 @@ class LoRA(Factorization):
         the two-layer form for this input's size: FLOPs counters trace the model (with gradients
         enabled) and count a custom autograd function as zero."""
         if self.training:
-            dropout = not isinstance(self.dropout, nn.Identity)
             with_grad = torch.is_grad_enabled() and not torch.jit.is_tracing()
-            if with_grad and not dropout and self._kernel_applies(layer):
+            if with_grad and self.kernel_applies(layer):
                 return self.kernel_forward(x, layer)
-            if layer.supports_branch and (with_grad or dropout):
+            if layer.supports_branch and (with_grad or not isinstance(self.dropout, nn.Identity)):
                 return self.branch_forward(x, layer)
         if self.thin_form_is_cheaper(x, layer):
             return self.thin_forward(x, layer)
         return self.fused_forward(x, layer)
+
+    def kernel_applies(self, layer) -> bool:
+        """Whether the low-rank training kernels compute this layer exactly; they need one input for W and A, so no
+        dropout."""
+        return isinstance(self.dropout, nn.Identity) and self._kernel_applies(layer)
 
     def branch_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
         """The paper's Eq. (2): op(x, W) + B(A(dropout(x))), the scaling folded into B."""

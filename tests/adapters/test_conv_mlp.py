@@ -110,7 +110,11 @@ def merged(mlp):
     mlp.fc1.adapter.requires_grad_(False)
 
 
-@pytest.mark.parametrize('change', [forced_form, training_norm, merged], ids=lambda f: f.__name__)
+def three_by_three(mlp):
+    mlp.fc1 = adapt_layer('fc1', nn.Conv2d(6, 10, 3, padding=1).requires_grad_(False), dict(type='lora', rank=2))
+
+
+@pytest.mark.parametrize('change', [forced_form, training_norm, merged, three_by_three], ids=lambda f: f.__name__)
 def test_fusion_applies_only_where_it_is_exact(change):
     mlp = adapted_mlp()
     change(mlp)
@@ -118,8 +122,9 @@ def test_fusion_applies_only_where_it_is_exact(change):
     assert type(mlp(x).grad_fn).__name__ != FUSED
 
 
-@pytest.mark.parametrize('kwargs', [dict(adapter=dict(type='dora', rank=2)), dict(drop=0.1)],
-                         ids=['dora', 'dropout'])
+@pytest.mark.parametrize('kwargs', [dict(adapter=dict(type='dora', rank=2)), dict(drop=0.1),
+                                    dict(adapter=dict(type='lora', rank=2, dropout=0.1))],
+                         ids=['dora', 'dropout', 'adapter dropout'])
 def test_other_factorizations_and_dropout_train_layer_by_layer(kwargs):
     mlp = adapted_mlp(**kwargs)
     assert type(mlp(torch.randn(2, 6, 5, 5, requires_grad=True)).grad_fn).__name__ != FUSED
