@@ -23,6 +23,9 @@ from helpers import CLS_TOY, CPUS, DET_TEST_OPTIONS, DET_TOY, SEG_TOY, THREADS, 
 
 # processes a test starts without helpers.tool_env (gpu_check's runs of tools/train.py) keep to the worker's share
 os.environ.setdefault('OMP_NUM_THREADS', str(THREADS))
+# the worker's share from the start, not only per test (_deterministic_torch): module and session fixtures that compute
+# reference outputs run before it, and a test comparing bit for bit must see the same summation order
+torch.set_num_threads(THREADS)
 
 
 @pytest.hookimpl(optionalhook=True)

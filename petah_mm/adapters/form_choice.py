@@ -4,23 +4,21 @@ Unmerged inference runs each LoRA layer in the thin form op(x, W) + s·B(A(x)) o
 op(x, W + ΔW) (:mod:`.lora`); both compute the same layer to rounding, so the choice changes speed
 only. FLOPs pick the form by default (:meth:`LoRA.thin_form_is_cheaper`), but FLOPs miss what a
 CPU's kernels make of a shape: with AVX-512 GEMMs, the FLOPs rule left unmerged PETAH-2 at 1.13x
-the merged model at batch 1 on an AMD EPYC. :func:`tune_unmerged_forms` runs the model once on an
-example input and, at each LoRA layer, times both forms on that layer's real input (a few rounds,
-a few ms per layer signature, a total budget), then gives the layer a table
-``{(positions bucket, compute dtype, layout): form}`` that its forward consults. A 1×1 convolution on
-the CPU runs either form as matrix products by default; its measurement also times both forms as
-oneDNN convolutions (``thin_conv``, ``fused_conv``), because which of MKL's GEMM and oneDNN's
-convolution is faster depends on the CPU, the dtype and the shape: on an AMD EPYC with AVX-512 (Zen 5),
-at batch 1, EF-L7's 1×1 convs as matrix products took 1.5-1.9x the time of their convolution forms in fp32,
-0.7-0.9x in bf16 (docs/benchmarks.md).
+the merged model at batch 1 on an AMD EPYC. :func:`tune_unmerged_forms` runs the model on an
+example input and times each LoRA layer's forms where it runs, inside whole forwards (a few rounds,
+a budget), then gives the layer a table ``{(positions bucket, compute dtype, layout): form}`` that its
+forward consults. A 1×1 convolution on the CPU runs either form as matrix products by default; its
+measurement also times both forms with W applied by oneDNN's convolution (``thin_conv``,
+``fused_conv``), because which of MKL's GEMM and oneDNN's convolution is faster depends on the CPU,
+the dtype and the shape: on an AMD EPYC with AVX-512 (Zen 5), at batch 1, EF-L7's 1×1 convs as matrix
+products took 1.3-1.8x the time of their convolution forms in fp32, 0.8-1.0x in bf16 (docs/benchmarks.md).
 
 Which rule applies:
 
 * the measured choice: CPU eager forwards of a model that :func:`tune_unmerged_forms` was run on,
   for inputs in a (positions bucket, dtype, layout) it measured or found in the cache;
 * the FLOPs rule everywhere else: models never tuned, CUDA, traces, ``torch.export`` and dynamo
-  (their graphs do not depend on the machine), inputs of a bucket never measured, layer signatures
-  left unmeasured once the budget was spent (counted in the returned summary), and
+  (their graphs do not depend on the machine), inputs of a bucket never measured, and
   ``PETAH_MM_UNMERGED_FORMS=flops``.
 
 The cache holds one JSON file per machine key (CPU model name, the ISA flags that change GEMM
@@ -34,6 +32,7 @@ import json
 import os
 import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -41,10 +40,10 @@ import torch
 
 from petah_mm.utils import write_bytes_atomic
 from petah_mm.utils.json_data import DataError, parse_json_data
-from petah_mm.utils.timing import elapsed_ms, rotated
+from petah_mm.utils.timing import rotated
 from .autocast import autocast_dtype
 
-CACHE_FORMAT = 'petah_mm unmerged forms 2'
+CACHE_FORMAT = 'petah_mm unmerged forms 3'
 #: /proc/cpuinfo flags that change which GEMM and convolution kernels torch's CPU libraries run
 ISA_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile', 'amx_bf16')
 FORMS = ('thin', 'fused')
@@ -52,8 +51,8 @@ FORMS = ('thin', 'fused')
 CONV_FORMS = ('thin_conv', 'fused_conv')
 #: the environment variable that turns measuring off ('flops') or on ('measure', the default)
 MODE_VARIABLE = 'PETAH_MM_UNMERGED_FORMS'
-#: per layer signature: at least MIN_ROUNDS timed rounds of both forms, more while under PER_SIGNATURE_MS
-MIN_ROUNDS, MAX_ROUNDS, PER_SIGNATURE_MS = 3, 15, 20.
+#: measuring rounds of whole forwards, each form once per round: at least MIN_ROUNDS, more while under the budget
+MIN_ROUNDS, MAX_ROUNDS = 3, 15
 
 
 def cache_dir() -> Path:
@@ -164,32 +163,6 @@ def candidate_forms(layer, x: torch.Tensor) -> tuple:
     return FORMS + CONV_FORMS if getattr(layer, 'runs_as_matmul', lambda x: False)(x) else FORMS
 
 
-def time_forms(layer, x: torch.Tensor) -> dict:
-    """Each candidate form on ``x``: rounds in rotating order, the fastest time of each (others' load only adds)."""
-    forms, key = candidate_forms(layer, x), form_key(x, layer.output_positions(x))
-    table = layer.adapter.measured_forms
-
-    def call(form):
-        table[key] = form  # a *_conv form: the layer's runs_as_matmul reads it and keeps the convolution
-        return getattr(layer.adapter, f'{form.replace("_conv", "")}_forward')(x, layer)
-
-    calls = {form: (lambda form=form: call(form)) for form in forms}
-    try:
-        for run in calls.values():
-            run()
-        times = {form: [] for form in forms}
-        start = time.perf_counter()
-        for round_index in range(MAX_ROUNDS):
-            if round_index >= MIN_ROUNDS and 1e3 * (time.perf_counter() - start) > PER_SIGNATURE_MS:
-                break
-            for form in rotated(list(forms), round_index):
-                times[form].append(elapsed_ms(calls[form]))
-    finally:
-        table.pop(key, None)
-    best = {form: min(t) for form, t in times.items()}
-    return dict(form=min(forms, key=best.get), **{f'{form}_ms': best[form] for form in forms})
-
-
 def measured_layers(model: torch.nn.Module) -> dict:
     """The unmerged adapted layers whose factorization has a measured choice of inference form (LoRA's)."""
     from .layers import AdaptedLayerMixin  # the layers import the factorizations, which import this module
@@ -197,17 +170,107 @@ def measured_layers(model: torch.nn.Module) -> dict:
             and hasattr(m.adapter, 'measured_forms') and m.supports_branch}
 
 
+@contextmanager
+def hooked(layers, pre):
+    """A forward pre-hook on every layer for the duration of the block."""
+    handles = [layer.register_forward_pre_hook(pre) for layer in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def layer_inputs(model: torch.nn.Module, layers, inputs) -> dict:
+    """One forward: ``{(layer, form key): (signature, candidate forms)}`` for each kind of input each layer gets."""
+    seen = {}
+
+    def record(layer, args):
+        x = args[0]
+        key = form_key(x, layer.output_positions(x))
+        if (layer, key) not in seen:
+            seen[layer, key] = signature(layer, x), candidate_forms(layer, x)
+
+    with hooked(layers, record):
+        model(*inputs)
+    return seen
+
+
+def form_run(form: str, candidates: tuple) -> str:
+    """The form a layer runs in a measuring round of ``form``: its matrix-product twin where it has no conv forms."""
+    return form if form in candidates else form.replace('_conv', '')
+
+
+def measure_in_place(model: torch.nn.Module, inputs, pending: dict, budget_s: float) -> dict:
+    """The measured choice ``{signature: {"form": f, "<form>_ms": ms, ...}}`` for the ``pending`` layers
+    ``{(layer, form key): (signature, candidates)}``, timed where they run (:func:`fastest_in_place`). Per signature,
+    each form's time is the sum over its layers of their fastest round, reported per layer."""
+    fastest = fastest_in_place(model, inputs, pending, budget_s)
+    totals, members = {}, {}
+    for (layer, key), (name, candidates) in pending.items():
+        members[name] = members.get(name, 0) + 1
+        times = totals.setdefault(name, {})
+        for form in candidates:
+            times[form] = times.get(form, 0.) + fastest[layer, key, form]
+    return {name: dict(form=min(times, key=times.get), **{f'{form}_ms': ms / members[name]
+                                                          for form, ms in times.items()})
+            for name, times in totals.items()}
+
+
+def fastest_in_place(model: torch.nn.Module, inputs, pending: dict, budget_s: float) -> dict:
+    """``{(layer, form key, form): ms}``, each pending layer's fastest time in each form (others' load only adds),
+    from rounds of whole forwards, each running every pending layer in one form (the forms rotate from round to
+    round). A layer's time runs from its start to the next pending layer's start (or the forward's end): what its
+    form costs the ops after it counts too. Building W + ΔW writes a kernel-sized tensor per call, which evicts the
+    activations the next norm, activation or pooling reads; a layer timed alone, in a loop on its own input, sees
+    neither that nor its kernel streaming in from memory, and can rank the forms otherwise than the model does.
+    At least MIN_ROUNDS rounds, more while under ``budget_s``. The layers' tables hold what they held before,
+    whatever happens."""
+    forms = tuple(f for f in FORMS + CONV_FORMS if any(f in candidates for _, candidates in pending.values()))
+    fastest, running, open_span = {}, {}, []
+
+    def close_span():
+        if open_span:
+            timed, began = open_span.pop()
+            ms = 1e3 * (time.perf_counter() - began)
+            fastest[timed] = min(fastest.get(timed, ms), ms)
+
+    def start(layer, args):
+        x = args[0]
+        entry = (layer, form_key(x, layer.output_positions(x)))
+        if entry in pending:
+            close_span()
+            open_span.append(((*entry, running[entry]), time.perf_counter()))
+
+    saved = {entry: entry[0].adapter.measured_forms.get(entry[1]) for entry in pending}
+    begin = time.perf_counter()
+    try:
+        with hooked({layer for layer, _ in pending}, start):
+            for round_index in range(MAX_ROUNDS):
+                if round_index >= MIN_ROUNDS and time.perf_counter() - begin > budget_s:
+                    break
+                for form in rotated(list(forms), round_index):
+                    for (layer, key), (_, candidates) in pending.items():
+                        running[layer, key] = layer.adapter.measured_forms[key] = form_run(form, candidates)
+                    model(*inputs)
+                    close_span()
+    finally:
+        for (layer, key), form in saved.items():
+            layer.adapter.measured_forms.pop(key, None)
+            if form is not None:
+                layer.adapter.measured_forms[key] = form
+    return fastest
+
+
 @torch.no_grad()
 def tune_unmerged_forms(model: torch.nn.Module, *inputs, budget_s: float = 2.) -> dict:
     """Give each LoRA layer of ``model`` its measured choice of inference form for inputs like ``inputs``.
 
-    Runs ``model(*inputs)`` once without gradients, in the caller's autocast state (tune once per
-    dtype the model will serve in). Layer signatures in this machine's cache take its choice; the
-    others are timed and added to the cache until the timing has taken ``budget_s`` seconds (the
-    forward itself not counted; the shape being timed then finishes: at least 3 rounds of both
-    forms, so a loaded machine overshoots by one shape's rounds). Returns a summary:
-    the rule used, the cache file and how many layers got a choice from a measurement now, from the
-    cache, or none (the budget was spent: the FLOPs rule stays).
+    Runs ``model(*inputs)`` without gradients, in the caller's autocast state (tune once per dtype the
+    model will serve in): once to see what each layer gets, then, for the layer signatures not in this
+    machine's cache, measuring rounds of whole forwards (:func:`measure_in_place`: at least MIN_ROUNDS,
+    more while under ``budget_s`` seconds), whose choices are added to the cache. Returns a summary: the
+    rule used, the cache file, how many layers got a choice from a measurement now or from the cache.
     """
     layers = measured_layers(model)
     device = next(iter(layers.values())).weight.device.type if layers else 'cpu'
@@ -219,29 +282,18 @@ def tune_unmerged_forms(model: torch.nn.Module, *inputs, budget_s: float = 2.) -
     key = machine_key()
     path = cache_path(key)
     choices = load_choices(path, key)
-    counts = dict(measured=0, cached=0, unmeasured=0)
-    spent_s, added = [0.], set()
-
-    def choose(layer, args):
-        x = args[0]
-        name = signature(layer, x)
-        if name not in choices:
-            if spent_s[0] > budget_s:
-                counts['unmeasured'] += 1
-                return
-            start = time.perf_counter()
-            choices[name] = time_forms(layer, x)
-            spent_s[0] += time.perf_counter() - start
-            added.add(name)
-        counts['measured' if name in added else 'cached'] += 1
-        layer.adapter.measured_forms[form_key(x, layer.output_positions(x))] = choices[name]['form']
-
-    handles = [layer.register_forward_pre_hook(choose) for layer in layers.values()]
-    try:
-        model(*inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    if added:
+    seen = layer_inputs(model, layers.values(), inputs)
+    pending = {entry: found for entry, found in seen.items() if found[0] not in choices}
+    for (layer, form_key_), (name, _) in seen.items():  # the cached choices first: the measuring runs among them
+        if name in choices:
+            layer.adapter.measured_forms[form_key_] = choices[name]['form']
+    start = time.perf_counter()
+    measured = measure_in_place(model, inputs, pending, budget_s) if pending else {}
+    measuring_s = time.perf_counter() - start
+    if measured:
+        choices.update(measured)
         save_choices(path, key, choices)
-    return dict(rule='measured', cache=str(path), signatures_measured=len(added), measuring_s=spent_s[0], **counts)
+        for (layer, form_key_), (name, _) in pending.items():
+            layer.adapter.measured_forms[form_key_] = choices[name]['form']
+    return dict(rule='measured', cache=str(path), signatures_measured=len(measured), measuring_s=measuring_s,
+                measured=len(pending), cached=len(seen) - len(pending))

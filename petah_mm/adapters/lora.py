@@ -65,8 +65,8 @@ def kernel_conv2d(layer, x, lora_A, lora_B, scaling, bias):
 
 def thin_linear(layer, x, lora_A, lora_B, scaling):
     """op(x, W) + s·B(A(x)) for a Linear (no dropout, no autograd needed)."""
+    hidden = F.linear(x, lora_A)  # first, while x is still in cache: op(x, W) streams the whole kernel through it
     out = F.linear(x, layer.weight, layer.bias)
-    hidden = F.linear(x, lora_A)
     return add_scaled_product_(out.view(1, -1, out.shape[-1]), hidden.view(1, -1, hidden.shape[-1]),
                                lora_B.t().unsqueeze(0), scaling).view(out.shape)
 
@@ -83,8 +83,13 @@ def thin_conv2d(layer, x, lora_A, lora_B, scaling):
         tokens = x.flatten(2)
         low_rank = bias_plus_product(layer.bias, up, batched_left_mul(lora_A.reshape(rank, -1) * scaling, tokens))
         return add_scaled_product_(low_rank, layer.batched(layer.weight, x), tokens, 1.).view(layer.output_shape(x))
+    # A's product first, while x is still in cache: op(x, W) streams the whole kernel through it
+    if layer.is_pointwise and x.is_contiguous():
+        # A as a matrix product: oneDNN runs a convolution with r output channels far below its speed
+        hidden = batched_left_mul(lora_A.reshape(rank, -1), x.flatten(2))
+    else:
+        hidden = layer.apply_kernel(x, lora_A).flatten(2)
     out = layer.apply_kernel(x, layer.weight, layer.bias)
-    hidden = layer.apply_kernel(x, lora_A).flatten(2)
     return add_scaled_product_(out.flatten(2), up, hidden, scaling).view(out.shape)
 
 

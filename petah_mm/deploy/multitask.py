@@ -2,9 +2,10 @@
 
 Every task model is built from its package, then its backbone's shared weights are replaced by
 the very tensors of the first task's backbone, so they exist once in memory. Two ways to run a
-task: ``routing`` leaves all adapters unmerged (no switch cost, each adapted layer builds its
-W + ΔW in every forward), ``merge`` folds the active task's adapters into the shared kernels (a switch costs
-one unmerge and one merge, inference costs what the plain backbone costs).
+task: ``routing`` leaves all adapters unmerged (no switch cost, each adapted layer adds its ΔW in every
+forward, as W + ΔW or as the thin form; :meth:`MultiTaskModel.tune_forms` measures which is faster per layer
+on this CPU), ``merge`` folds the active task's adapters into the shared kernels (a switch costs one unmerge
+and one merge, inference costs what the plain backbone costs).
 
 A switch is all or nothing: if the new task's adapters cannot be merged, the previous task is
 merged again and stays active (:meth:`MultiTaskModel.select`), so the other tasks predict exactly
@@ -30,6 +31,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.registry import DefaultScope
 from torch import nn
 
+from ..adapters.form_choice import tune_unmerged_forms
 from ..adapters.io import read_tensor_file
 from .packages import check_finite, load_task_package
 from .pipeline import ImagePipeline
@@ -93,6 +95,17 @@ class MultiTaskModel:
                 self.active = previous
             raise
         self.active = task
+
+    def tune_forms(self, task: str, image_path: PathLike) -> dict:
+        """Give ``task``'s unmerged LoRA layers the inference form measured fastest on this CPU for images like
+        ``image_path`` (:func:`petah_mm.adapters.form_choice.tune_unmerged_forms`: a few seconds once per CPU, then
+        the cache outside the checkout). What routing mode serves with; merged layers run the plain kernel anyway.
+        Returns the measurement's summary."""
+        with self.lock:
+            model = self.select(task)
+            with SCOPE_LOCK, DefaultScope.overwrite_default_scope(model.cfg.default_scope), torch.no_grad():
+                inputs = model.data_preprocessor(pseudo_collate([self.pipelines[task](image_path)]), False)['inputs']
+                return tune_unmerged_forms(model.backbone, inputs)
 
     def predict(self, task: str, image_path: PathLike):
         """Thread-safe: the switch and the inference run under one lock."""

@@ -1,6 +1,7 @@
 """The measured choice of LoRA's unmerged inference form: cached per machine, refused when damaged, used only in
 eager CPU forwards of a tuned model, and changing the speed only, never the result."""
 import json
+import time
 from unittest import mock
 
 import pytest
@@ -8,8 +9,8 @@ import torch
 from torch import nn
 
 from petah_mm.adapters import adapt_layer, form_choice
-from petah_mm.adapters.form_choice import (cache_path, form_key, load_choices, machine_key, signature,
-                                           tune_unmerged_forms)
+from petah_mm.adapters.form_choice import (cache_path, form_key, layer_inputs, load_choices, machine_key,
+                                           measure_in_place, signature, tune_unmerged_forms)
 
 CPUINFO = 'processor\t: 0\nmodel name\t: {}\nflags\t\t: fpu sse2 avx2 {}\n'
 
@@ -36,11 +37,14 @@ def cache(tmp_path, monkeypatch):
     return tmp_path
 
 
-def fixed_choice(form):
-    """time_forms as if ``form`` had been measured faster."""
-    return mock.patch.object(form_choice, 'time_forms', autospec=True,
-                             side_effect=lambda layer, x: dict(form=form, thin_ms=1. + (form == 'fused'),
-                                                               fused_ms=1. + (form == 'thin')))
+def fixed_choice(form, conv_forms=False):
+    """measure_in_place as if ``form`` had been measured fastest for every layer signature."""
+    times = dict(thin_ms=1. + (form != 'thin'), fused_ms=1. + (form != 'fused'))
+    if conv_forms:
+        times.update(thin_conv_ms=1. + (form != 'thin_conv'), fused_conv_ms=1. + (form != 'fused_conv'))
+    return mock.patch.object(form_choice, 'measure_in_place', autospec=True,
+                             side_effect=lambda model, inputs, pending, budget_s: {
+                                 name: dict(form=form, **times) for name, _ in pending.values()})
 
 
 def forms_run(model, x):
@@ -66,9 +70,9 @@ def test_measured_choices_round_trip_through_the_cache(cache):
     expected = {name: stored['choices'][signature(getattr(model, name), inp)]['form']
                 for name, inp in (('conv', x), ('fc', tokens))}
     fresh = Toy().eval()
-    with mock.patch.object(form_choice, 'time_forms', side_effect=AssertionError('measured again')):
+    with mock.patch.object(form_choice, 'measure_in_place', side_effect=AssertionError('measured again')):
         again = tune_unmerged_forms(fresh, x)
-    assert again['cached'] == 2 and again['measured'] == again['unmeasured'] == 0
+    assert again['cached'] == 2 and again['measured'] == again['signatures_measured'] == 0
     for name, form in expected.items():
         assert list(getattr(fresh, name).adapter.measured_forms.values()) == [form]
 
@@ -119,7 +123,7 @@ def test_other_inputs_traces_and_cuda_keep_the_flops_rule(cache):
 def test_measuring_turned_off_leaves_the_flops_rule(cache, monkeypatch):
     monkeypatch.setenv(form_choice.MODE_VARIABLE, 'flops')
     model = Toy().eval()
-    with mock.patch.object(form_choice, 'time_forms', side_effect=AssertionError('measured')):
+    with mock.patch.object(form_choice, 'measure_in_place', side_effect=AssertionError('measured')):
         summary = tune_unmerged_forms(model, torch.randn(1, 4, 5, 5))
     assert summary == dict(rule='flops', why=f'{form_choice.MODE_VARIABLE}=flops')
     assert not model.conv.adapter.measured_forms and not list(cache.rglob('*.json'))
@@ -128,10 +132,78 @@ def test_measuring_turned_off_leaves_the_flops_rule(cache, monkeypatch):
         tune_unmerged_forms(model, torch.randn(1, 4, 5, 5))
 
 
-def test_the_budget_bounds_the_measuring(cache):
-    with fixed_choice('thin') as timed:
-        summary = tune_unmerged_forms(Toy().eval(), torch.randn(1, 4, 5, 5), budget_s=-1.)
-    assert not timed.called and summary['unmeasured'] == 2 and summary['measured'] == 0
+@pytest.mark.parametrize('budget_s, rounds', [(-1., form_choice.MIN_ROUNDS), (1e9, form_choice.MAX_ROUNDS)])
+def test_the_budget_bounds_the_rounds(cache, budget_s, rounds):
+    """One forward to see the layers' inputs, then rounds of one forward per form: at least MIN_ROUNDS, more while
+    under the budget, at most MAX_ROUNDS."""
+    model = Toy().eval()
+    forwards = []
+    model.register_forward_pre_hook(lambda module, args: forwards.append(1))
+    summary = tune_unmerged_forms(model, torch.randn(1, 4, 5, 5), budget_s=budget_s)
+    assert len(forwards) == 1 + rounds * len(form_choice.FORMS)
+    assert summary['measured'] == summary['signatures_measured'] == 2
+
+
+@pytest.mark.parametrize('slow', ['thin', 'fused'])
+def test_the_form_slow_in_the_model_is_not_chosen(cache, slow):
+    """Each layer is timed inside the model's forwards, in every form: a form made slow there loses, in both layers."""
+    model = Toy().eval()
+    for layer in (model.conv, model.fc):
+        original = getattr(layer.adapter, f'{slow}_forward')
+
+        def slowed(*args, original=original):
+            time.sleep(0.005)
+            return original(*args)
+
+        setattr(layer.adapter, f'{slow}_forward', slowed)
+    tune_unmerged_forms(model, torch.randn(1, 4, 5, 5))
+    faster = {'thin': 'fused', 'fused': 'thin'}[slow]
+    assert [list(layer.adapter.measured_forms.values()) for layer in (model.conv, model.fc)] == [[faster]] * 2
+    stored = json.loads(cache_path(machine_key()).read_text())['choices']
+    assert all(entry[f'{slow}_ms'] > 5 > entry[f'{faster}_ms'] for entry in stored.values())
+
+
+class ToyWithANormAfter(Toy):
+    """Toy with an op between its layers that is slow after the conv ran fused: as when building W + ΔW evicts the
+    activations the next norm reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.evicted = False
+        fused_forward = self.conv.adapter.fused_forward
+
+        def fused_and_evicting(*args):
+            self.evicted = True
+            return fused_forward(*args)
+
+        self.conv.adapter.fused_forward = fused_and_evicting
+
+    def forward(self, x):
+        x = self.conv(x)
+        if self.evicted:
+            self.evicted = False
+            time.sleep(0.005)
+        return self.fc(x.flatten(2).transpose(1, 2))
+
+
+def test_what_a_form_costs_the_ops_after_it_counts(cache):
+    """A layer's time runs to the next adapted layer's start: a form fast in itself that slows what follows loses."""
+    model, x = ToyWithANormAfter().eval(), torch.randn(1, 4, 5, 5)
+    tune_unmerged_forms(model, x)
+    assert list(model.conv.adapter.measured_forms.values()) == ['thin']
+    [conv_choice] = [entry for name, entry in json.loads(cache_path(machine_key()).read_text())['choices'].items()
+                     if name.startswith('AdaptedConv2d')]
+    assert conv_choice['fused_ms'] > 5 > conv_choice['thin_ms']
+
+
+def test_a_failed_measurement_leaves_the_tables_and_the_cache_as_they_were(cache):
+    model, x = Toy().eval(), torch.randn(1, 4, 5, 5)
+    key = form_key(x, model.conv.output_positions(x))
+    model.conv.adapter.measured_forms[key] = 'fused'
+    with mock.patch.object(model.fc.adapter, 'fused_forward', side_effect=RuntimeError('out of memory')):
+        with pytest.raises(RuntimeError, match='out of memory'):
+            tune_unmerged_forms(model, x)
+    assert model.conv.adapter.measured_forms == {key: 'fused'} and not model.fc.adapter.measured_forms
     assert not list(cache.rglob('*.json'))
 
 
@@ -188,7 +260,8 @@ def test_a_pointwise_conv_also_measures_its_forms_as_convolutions(cache):
     layer = model[0]
     with mock.patch.object(torch.nn.Conv2d, '_conv_forward', autospec=True,
                            side_effect=nn.Conv2d._conv_forward) as conv, torch.no_grad():
-        choice = form_choice.time_forms(layer, x)
+        pending = layer_inputs(model, [layer], (x, ))
+        [choice] = measure_in_place(model, (x, ), pending, budget_s=0.).values()
     assert set(choice) == {'form', 'thin_ms', 'fused_ms', 'thin_conv_ms', 'fused_conv_ms'}
     assert conv.called and not layer.adapter.measured_forms  # the timing leaves no choice behind
     with torch.no_grad():
@@ -199,9 +272,7 @@ def test_a_pointwise_conv_also_measures_its_forms_as_convolutions(cache):
         for path in cache.rglob('*.json'):
             path.unlink()
         model[0].adapter.measured_forms.clear()
-        with mock.patch.object(form_choice, 'time_forms', autospec=True,
-                               side_effect=lambda layer, x: dict(form=form, thin_ms=1., fused_ms=1., thin_conv_ms=1.,
-                                                                 fused_conv_ms=1.)):
+        with fixed_choice(form, conv_forms=True):
             tune_unmerged_forms(model, x)
         with mock.patch.object(torch.nn.Conv2d, '_conv_forward', autospec=True,
                                side_effect=nn.Conv2d._conv_forward) as conv, torch.no_grad():

@@ -13,6 +13,7 @@ from mmengine.config import Config
 from mmengine.logging.history_buffer import HistoryBuffer
 
 from petah_mm.adapters import AdapterFileError
+from petah_mm.adapters.form_choice import measured_layers
 from petah_mm.datasets import make_toy_backbone
 from petah_mm.deploy import (MultiTaskModel, build_task_model, export_merged, export_shared_backbone,
                              export_task_package, load_task_package, predict, publish_checkpoint)
@@ -182,6 +183,25 @@ def test_multitask_outputs_equal_each_task_alone(workspace, task_packages, mode)
         for task in packages:
             assert_same(served.predict(task, image), alone[task], exact=mode == 'routing',
                         model=served.models[task])
+
+
+def test_routing_serves_with_the_forms_measured_on_this_cpu(workspace, task_packages, tmp_path, monkeypatch):
+    """tune_forms measures each task's unmerged forms on an image like those it serves, once per CPU (tuning again
+    takes the cache); they run, and change the outputs by rounding only."""
+    monkeypatch.setenv('PETAH_MM_CACHE', str(tmp_path))
+    monkeypatch.delenv('PETAH_MM_UNMERGED_FORMS', raising=False)
+    image = workspace[2]
+    packages, backbone, alone = task_packages
+    served = MultiTaskModel(backbone, packages, mode='routing')
+    summaries = {task: served.tune_forms(task, image) for task in packages}
+    assert all(summary['rule'] == 'measured' and summary['measured'] + summary['cached'] > 0
+               for summary in summaries.values())
+    for task, summary in summaries.items():
+        assert served.tune_forms(task, image)['cached'] == summary['measured'] + summary['cached']
+    for task in packages:
+        layers = measured_layers(served.models[task].backbone).values()
+        assert layers and all(layer.adapter.measured_forms for layer in layers)
+        assert_same(served.predict(task, image), alone[task], exact=False, model=served.models[task])
 
 
 @pytest.fixture(scope='module')

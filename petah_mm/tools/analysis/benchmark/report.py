@@ -34,8 +34,8 @@ def forms_lines(forms: dict) -> list:
             lines.append(f'- {name}: FLOPs rule ({f["why"]})')
         else:
             lines.append(f'- {name}: measured forms: {f["measured"]} layers from {f["signatures_measured"]} shapes '
-                         f'timed now ({f["measuring_s"]:.2f} s), {f["cached"]} from the cache, {f["unmeasured"]} by '
-                         f'FLOPs (budget spent); {f["cache"]}')
+                         f'timed now in the model ({f["measuring_s"]:.2f} s), {f["cached"]} from the cache; '
+                         f'{f["cache"]}')
     return ['', 'Unmerged LoRA inference forms:'] + lines if lines else []
 
 
@@ -51,7 +51,8 @@ def training_lines(report, memory: str) -> list:
     for name, r in train.items():
         if 'time_margin' in r:
             lines.append(f'\n{name}: petah2 trains {r["time_margin"]:.2f}x as fast ({r["median_time_margin"]:.2f}x '
-                         f'by the median rounds), with {r["memory_margin"]:.2f}x less peak memory '
+                         f'by the median rounds, {r["paired_time_margin"]:.2f}x by the median ratio within a round), '
+                         f'with {r["memory_margin"]:.2f}x less peak memory '
                          f'({r["step_memory_margin"]:.2f}x less memory of the step itself).')
     lines += ['', f'Switching the shared kernels between two PETAH-2 tasks (unmerge + merge): '
               f'{report["switch_ms"]:.1f} ms.']

@@ -75,11 +75,13 @@ def summarise_rounds(measured):
 
 def peer_margins(peft: dict, petah: dict) -> dict:
     """How much faster and leaner petah2 trains than peft on the same targets: peft's over petah2's step time
-    (fastest rounds, and median rounds: a shared VM's drift between processes can exceed the margin), peak
-    memory, and the step's own memory (peak over the process's size before the first step: peft's worker also
-    imports transformers)."""
+    (fastest rounds; median rounds; and the median of each round's ratio, since the two run back to back in a
+    round: a shared VM's drift between processes can exceed the margin), peak memory, and the step's own memory
+    (peak over the process's size before the first step: peft's worker also imports transformers)."""
+    paired = [peft_ms / petah_ms for peft_ms, petah_ms in zip(peft['ms_by_round'], petah['ms_by_round'])]
     return dict(time_margin=peft['ms'] / petah['ms'],
                 median_time_margin=statistics.median(peft['ms_by_round']) / statistics.median(petah['ms_by_round']),
+                paired_time_margin=statistics.median(paired),
                 memory_margin=peft['peak_gb'] / petah['peak_gb'],
                 step_memory_margin=(peft['peak_gb'] - peft['model_gb']) / (petah['peak_gb'] - petah['model_gb']))
 
