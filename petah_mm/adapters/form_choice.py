@@ -211,6 +211,10 @@ def measure_in_place(model: torch.nn.Module, inputs, pending: dict, budget_s: fl
         members[name] = members.get(name, 0) + 1
         times = totals.setdefault(name, {})
         for form in candidates:
+            if (layer, key, form) not in fastest:
+                raise RuntimeError(f'tuning the unmerged LoRA forms: a {name} ran in the first forward but not in '
+                                   f'the measuring forward of form {form!r}; the forward must call the same layers '
+                                   f'each time on the same inputs. Set {MODE_VARIABLE}=flops to keep the FLOPs rule')
             times[form] = times.get(form, 0.) + fastest[layer, key, form]
     return {name: dict(form=min(times, key=times.get), **{f'{form}_ms': ms / members[name]
                                                           for form, ms in times.items()})

@@ -196,6 +196,25 @@ def test_what_a_form_costs_the_ops_after_it_counts(cache):
     assert conv_choice['fused_ms'] > 5 > conv_choice['thin_ms']
 
 
+class ToySkippingItsLinear(Toy):
+    """Calls its linear in the first forward only: a forward that changes from call to call."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        x = self.conv(x).flatten(2).transpose(1, 2)
+        return self.fc(x) if self.calls == 1 else x
+
+
+def test_a_forward_that_changes_between_calls_is_refused_by_name(cache):
+    with pytest.raises(RuntimeError, match=r'AdaptedLinear \(6, 8\).* ran in the first forward but not.*flops'):
+        tune_unmerged_forms(ToySkippingItsLinear().eval(), torch.randn(1, 4, 5, 5))
+    assert not list(cache.rglob('*.json'))
+
+
 def test_a_failed_measurement_leaves_the_tables_and_the_cache_as_they_were(cache):
     model, x = Toy().eval(), torch.randn(1, 4, 5, 5)
     key = form_key(x, model.conv.output_positions(x))
