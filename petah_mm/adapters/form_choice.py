@@ -30,7 +30,6 @@ never ignored; a missing one is measured. Tuning never runs inside a traced or c
 import hashlib
 import json
 import os
-import platform
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 
 from petah_mm.utils import write_bytes_atomic
 from petah_mm.utils.json_data import DataError, parse_json_data
+from petah_mm.utils.machine import cpu_model_and_flags, read_cpuinfo
 from petah_mm.utils.timing import rotated
 from .autocast import autocast_dtype
 
@@ -61,19 +61,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get('PETAH_MM_CACHE', default))
 
 
-def cpu_model_and_flags(cpuinfo: str):
-    """The CPU's model name and its set of flags, from the text of /proc/cpuinfo."""
-    fields = dict(line.split(':', 1) for line in cpuinfo.splitlines() if ':' in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    return fields.get('model name', platform.processor() or 'unknown CPU'), set(fields.get('flags', '').split())
-
-
 def machine_key(cpuinfo: Optional[str] = None) -> dict:
     """What a measured choice holds for: this CPU model and ISA, torch's build and thread count."""
-    if cpuinfo is None:
-        path = Path('/proc/cpuinfo')
-        cpuinfo = path.read_text() if path.exists() else ''
-    cpu, flags = cpu_model_and_flags(cpuinfo)
+    cpu, flags = cpu_model_and_flags(read_cpuinfo() if cpuinfo is None else cpuinfo)
     get_capability = getattr(torch.backends.cpu, 'get_cpu_capability', lambda: 'unknown')
     return dict(cpu=cpu, flags=[flag for flag in ISA_FLAGS if flag in flags], capability=get_capability(),
                 torch=torch.__version__, threads=torch.get_num_threads())

@@ -27,6 +27,7 @@ from petah_mm.sparse.storage import pack_state_dict
 from petah_mm.testing import randomise_adapters
 from petah_mm.tools.analysis import sparse_deployment
 from petah_mm.tools.deployment import prune_backbone, sparse_pack
+from petah_mm.utils import machine
 from petah_mm.utils.tensor_file import FORMAT_VERSION, tensor_digest
 from helpers import REPO, assert_close_scaled, reduction_length
 
@@ -360,7 +361,9 @@ def test_deployment_benchmark_runs(tmp_path):
     assert report['sparsity']['attention linears'] == dict(base=pytest.approx(0.9), merged=0.)
     assert report['sparsity']['MLP linears']['merged'] == report['sparsity']['MLP linears']['base']
     assert [row['batch'] for row in report['latency_ms']] == [1, 2] and report['max_abs_diff'] < 1e-4
-    assert '| merged | **dense checkpoint (.pth)** |' in (tmp_path / 'sparse_deployment.md').read_text()
+    table = (tmp_path / 'sparse_deployment.md').read_text()
+    assert '| merged | **dense checkpoint (.pth)** |' in table
+    assert report['machine']['cpu'] == machine.describe('cpu')['cpu'] and f'CPU: {report["machine"]["cpu"]}' in table
     assert sorted(p.name for p in tmp_path.iterdir()) == ['sparse_deployment.json', 'sparse_deployment.md']
 
 

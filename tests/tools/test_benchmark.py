@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from petah_mm.tools.analysis import benchmark as benchmark_tool
-from petah_mm.tools.analysis.benchmark import machine
+from petah_mm.utils import machine
 from helpers import REPO, run_process
 
 TOOL = REPO / 'tools' / 'analysis_tools' / 'benchmark.py'

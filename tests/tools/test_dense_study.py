@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 import petah_mm.tools.studies.dense_study as study
+from petah_mm.utils import machine
 
 WEIGHTS = {'tf-efficientnet-lite0': 'pypkg://efficientnet-lite0/features',
            'dinov2-vit-s14': 'pypkg://dinov2-vit-s14/features'}
@@ -88,7 +89,10 @@ def test_quick_study_through_the_runner(tmp_path):
     assert all(Path(run['checkpoint']).is_file() for run in runs.values())  # kept for the release
     saved = json.loads((tmp_path / 'dense_study.json').read_text())
     assert saved['runs'] == results['runs']
-    assert '| semantic-fpn | dinov2-vit-s14 | petah2 |' in (tmp_path / 'dense_study.md').read_text()
+    table = (tmp_path / 'dense_study.md').read_text()
+    assert '| semantic-fpn | dinov2-vit-s14 | petah2 |' in table
+    # the CPU its training times ran on
+    assert saved['machine']['cpu'] == machine.describe()['cpu'] and f'CPU: {saved["machine"]["cpu"]}' in table
 
 
 def test_out_name_outside_the_work_dir_is_refused_before_any_run(tmp_path):

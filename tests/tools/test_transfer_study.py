@@ -14,6 +14,7 @@ from petah_mm.datasets import make_animal_classification
 from petah_mm.tools.studies import linear_probe
 from petah_mm.tools.studies.transfer_study import (METHODS, PROFILES, Profile, applies, collapsed, combinations, main,
                                                    pick_lr, run_config, summarise)
+from petah_mm.utils import machine
 
 TINY = Profile({}, ('animal', ), {}, seeds=1, selection_seeds=1, epochs=2, counts=(4, 1, 1))
 
@@ -209,6 +210,8 @@ def test_quick_study_through_the_runner_covers_the_cnn_and_the_vit(tmp_path):
     assert (tmp_path / 'transfer_study_quick.png').stat().st_size > 0
     table = (tmp_path / 'transfer_study_quick.md').read_text()
     assert '| dinov2-vit-s14 | animal | pretrained | petah2 |' in table and 'collapsed' in table
+    # the CPU its s / epoch ran on
+    assert saved['machine']['cpu'] == machine.describe()['cpu'] and f'CPU: {saved["machine"]["cpu"]}' in table
     # a narrowed summary under its own name reuses the runs and leaves the others' files alone
     narrowed = main(['--quick', '--work-dir', str(tmp_path), '--methods', 'frozen', '--out-name', 'frozen_only'])
     assert {row['method'] for row in narrowed['summary']} == {'frozen'}

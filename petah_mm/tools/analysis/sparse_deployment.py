@@ -27,7 +27,7 @@ from petah_mm.adapters import is_adapter_key
 from petah_mm.models import DenseEfficientFormer, PETAHEfficientFormer
 from petah_mm.sparse import (SCOPES, prunable_weights, prune_, read_checkpoint, read_packed, sparsity_by_kind,
                              weight_kinds, write_checkpoint, write_packed)
-from petah_mm.utils import atomic_write
+from petah_mm.utils import atomic_write, machine
 from petah_mm.utils.timing import interleaved_medians_ms
 
 TRUNK = dict(out_indices=[3], reshape_last_feat=False)  # the classification trunk, as in PETAH Table 5
@@ -86,6 +86,7 @@ def markdown(report: dict) -> str:
     lines += [f'| {kind} | {row["base"]:.2%} | {row["merged"]:.2%} |' for kind, row in report['sparsity'].items()]
     lines += ['', f'## CPU latency, {cfg["size"]}x{cfg["size"]} (median of {cfg["repeats"]} after {cfg["warmup"]} '
               f'warm-up runs, {report["torch_threads"]} threads, torch {report["torch_version"]})', '',
+              machine.summary(report['machine']), '',
               '| batch | unmerged (ms) | merged (ms) | unmerged / merged |', '|---:|---:|---:|---:|']
     lines += [f'| {r["batch"]} | {r["unmerged"]:.1f} | {r["merged"]:.1f} | {r["unmerged"] / r["merged"]:.2f} |'
               for r in report['latency_ms']]
@@ -132,7 +133,8 @@ def main(argv=None):
                 args.repeats)))
 
     report = dict(config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                  torch_version=torch.__version__, torch_threads=torch.get_num_threads(), sizes_bytes=sizes,
+                  machine=machine.describe('cpu'), torch_version=torch.__version__,
+                  torch_threads=torch.get_num_threads(), sizes_bytes=sizes,
                   sparsity=sparsity, latency_ms=latency, max_abs_diff=max_abs_diff)
     text = markdown(report)
     with atomic_write(args.out_dir / 'sparse_deployment.json', 'w') as f:

@@ -28,7 +28,7 @@ from mmengine.runner import Runner
 
 from petah_mm.datasets import make_animal_silhouettes
 from petah_mm.tools.studies.study_cli import parse_study_args, results_stem, study_setup
-from petah_mm.utils import write_bytes_atomic
+from petah_mm.utils import machine, write_bytes_atomic
 
 REPO = Path(__file__).resolve().parents[3]
 #: task -> backbone -> its configs/real config, per method
@@ -186,8 +186,9 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     results = run_study(profile, work_dir)
     results['wall_min'] = round((time.perf_counter() - start) / 60, 1)
+    results['machine'] = machine.describe()  # of this invocation, as its wall time
     write_bytes_atomic(work_dir / f'{stem}.json', json.dumps(results, indent=2).encode(), force=True)
-    table = markdown(results['runs'])
+    table = markdown(results['runs']) + '\n' + machine.summary(results['machine']) + '\n'
     write_bytes_atomic(work_dir / f'{stem}.md', table.encode(), force=True)
     print(table)
     return results

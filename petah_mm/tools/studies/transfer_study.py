@@ -74,7 +74,7 @@ from petah_mm.datasets import make_animal_classification, make_animal_plain_clas
 from petah_mm.models import build_backbone_from_config, without_pretrained
 from petah_mm.tools.studies import allocate_ranks, linear_probe
 from petah_mm.tools.studies.study_cli import parse_study_args, results_stem, study_setup
-from petah_mm.utils import atomic_write, write_bytes_atomic
+from petah_mm.utils import atomic_write, machine, write_bytes_atomic
 
 REPO = Path(__file__).resolve().parents[3]
 #: backbone -> its configs/real classification config (PETAH-2; the other methods replace the adapter)
@@ -433,8 +433,9 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     results = run_study(profile, work_dir)
     results['wall_min'] = round((time.perf_counter() - start) / 60, 1)  # of this invocation (a resume: the rest)
+    results['machine'] = machine.describe()  # of this invocation, as its wall time
     write_bytes_atomic(work_dir / f'{stem}.json', json.dumps(results, indent=2).encode(), force=True)
-    table = markdown(results['summary'])
+    table = markdown(results['summary']) + '\n' + machine.summary(results['machine']) + '\n'
     write_bytes_atomic(work_dir / f'{stem}.md', table.encode(), force=True)
     plot(results['summary'], work_dir / f'{stem}.png')
     print(table)

@@ -7,10 +7,10 @@ import torch
 
 from petah_mm.adapters.presets import PRESETS
 from petah_mm.utils import atomic_write
+from petah_mm.utils.machine import describe
 from .ablations import CHOICES
 from .common import AMP_PRECISION, PRECISIONS
 from .inference import inference
-from .machine import describe
 from .report import markdown
 from .sizes import sizes_and_flops
 from .switch import switch_time

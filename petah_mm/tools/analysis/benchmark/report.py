@@ -1,7 +1,8 @@
 """The benchmark's markdown table."""
 import torch
 
-from . import machine, op_breakdown
+from petah_mm.utils import machine
+from . import op_breakdown
 
 
 def markdown(args, report) -> str:
