@@ -12,11 +12,11 @@ import pytest
 from mmcv.transforms import Resize
 from mmpretrain.datasets.transforms import ResizeEdge
 
-from petah_mm.deploy import MultiTaskModel
+from petah_mm.deploy import MultiTaskModel, export_shared_backbone, export_task_package
 from petah_mm.deploy.pipeline import MIN_SIDE, resized_size
 from petah_mm.tools.deployment.multitask_args import task_packages, task_spec
-from helpers import REPO, run_process
-from helpers.task_models import write_packages
+from helpers import REPO, run, run_process
+from helpers.task_models import trained_model, write_packages
 
 
 def test_task_argument_without_equals_names_the_argument_and_its_form(tmp_path):
@@ -81,6 +81,23 @@ def test_the_demo_refuses_a_package_whose_pipeline_step_evals(seg_packages, tmp_
     assert proc.returncode != 0 and not marker.exists(), proc.stderr[-2000:]
     assert (f"{attack / 'config.json'}: config.test_dataloader.dataset.pipeline[1]._scope_='mmpretrain' must be the "
             "package's default_scope 'mmseg'") in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_demo_in_routing_mode_measures_the_forms_before_it_times(toy_backbone, tmp_path):
+    cfg, model = trained_model('seg', toy_backbone)
+    count = cfg.model.decode_head.num_classes  # the drawing names and colours each class
+    meta = dict(classes=tuple(f'class {i}' for i in range(count)), palette=[(40 * i % 256, 0, 0) for i in range(count)])
+    export_task_package(model, cfg, tmp_path / 'seg', meta)
+    export_shared_backbone(model, tmp_path / 'backbone.safetensors')
+    image = tmp_path / 'image.png'
+    cv2.imwrite(str(image), np.full((160, 192, 3), 127, np.uint8))
+    demo = REPO / 'tools' / 'deployment' / 'multitask_demo.py'
+    printed = run(demo, '--backbone', tmp_path / 'backbone.safetensors', '--task', f'seg={tmp_path / "seg"}',
+                  '--image', image, '--mode', 'routing', '--out-dir', tmp_path / 'out')
+    lines = printed.splitlines()
+    forms = next(i for i, line in enumerate(lines) if line.startswith('seg: unmerged forms measured for '))
+    assert lines[forms + 1].startswith('seg: switch ') and '(routing)' in lines[forms + 1], printed
+    assert (tmp_path / 'out' / 'seg.png').is_file()
 
 
 @pytest.mark.parametrize('width, height', [(10000, 10), (10, 10000), (1000, 20)])

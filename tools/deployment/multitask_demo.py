@@ -6,7 +6,9 @@
 
 Each task's prediction is drawn to OUT_DIR/<task>.png and stated in one line (a classifier's top classes with
 their scores, a segmentor's largest classes by area, a detector's best boxes); the time of every switch and
-inference and the memory the tasks share are printed. The tasks must share one backbone: a package whose
+inference and the memory the tasks share are printed. In routing mode each task's unmerged forms are first
+measured on the image, once per CPU (cached; ``PETAH_MM_UNMERGED_FORMS=flops`` keeps the FLOPs rule), as a
+serving process would. The tasks must share one backbone: a package whose
 adapter was trained on other frozen weights than the --backbone file's is refused when it loads.
 """
 import argparse
@@ -42,6 +44,13 @@ def nbytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def forms_line(summary: dict) -> str:
+    if summary['rule'] == 'flops':
+        return f'unmerged forms by the FLOPs rule ({summary["why"]})'
+    return (f'unmerged forms measured for {summary["measured"]} layers now ({summary["measuring_s"]:.1f} s), '
+            f'{summary["cached"]} from the cache {summary["cache"]}')
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--backbone', required=True, help='shared backbone weights (export_task.py --backbone)')
@@ -73,6 +82,8 @@ def main(argv=None):
             v for k, v in model.state_dict().items() if not k.startswith('backbone.'))
         print(f'  {task}: {model.backbone.adapter_plan.describe()}; its own tensors {own / 1e6:.2f} MB')
     for task in tasks:
+        if args.mode == 'routing':
+            print(f'{task}: {forms_line(served.tune_forms(task, args.image))}')
         start = time.perf_counter()
         model = served.select(task)
         switched = time.perf_counter()
