@@ -83,7 +83,9 @@ def test_the_demo_refuses_a_package_whose_pipeline_step_evals(seg_packages, tmp_
             "package's default_scope 'mmseg'") in proc.stderr, proc.stderr[-2000:]
 
 
-def test_the_demo_in_routing_mode_measures_the_forms_before_it_times(toy_backbone, tmp_path):
+def test_the_demo_in_routing_mode_measures_the_forms_before_it_times(toy_backbone, seg_packages, tmp_path):
+    """Each task's forms are measured before its timed inference; a package without class names is served but not
+    drawn, and the demo says why."""
     cfg, model = trained_model('seg', toy_backbone)
     count = cfg.model.decode_head.num_classes  # the drawing names and colours each class
     meta = dict(classes=tuple(f'class {i}' for i in range(count)), palette=[(40 * i % 256, 0, 0) for i in range(count)])
@@ -93,11 +95,14 @@ def test_the_demo_in_routing_mode_measures_the_forms_before_it_times(toy_backbon
     cv2.imwrite(str(image), np.full((160, 192, 3), 127, np.uint8))
     demo = REPO / 'tools' / 'deployment' / 'multitask_demo.py'
     printed = run(demo, '--backbone', tmp_path / 'backbone.safetensors', '--task', f'seg={tmp_path / "seg"}',
-                  '--image', image, '--mode', 'routing', '--out-dir', tmp_path / 'out')
+                  '--task', f'bare={seg_packages[0]["seg"]}', '--image', image, '--mode', 'routing', '--out-dir',
+                  tmp_path / 'out')
     lines = printed.splitlines()
-    forms = next(i for i, line in enumerate(lines) if line.startswith('seg: unmerged forms measured for '))
-    assert lines[forms + 1].startswith('seg: switch ') and '(routing)' in lines[forms + 1], printed
-    assert (tmp_path / 'out' / 'seg.png').is_file()
+    for task in ('seg', 'bare'):
+        forms = next(i for i, line in enumerate(lines) if line.startswith(f'{task}: unmerged forms measured for '))
+        assert lines[forms + 1].startswith(f'{task}: switch ') and '(routing)' in lines[forms + 1], printed
+    assert (tmp_path / 'out' / 'seg.png').is_file() and not (tmp_path / 'out' / 'bare.png').exists()
+    assert "not drawn: the package names no classes (export_task.py takes them from the checkpoint's" in printed
 
 
 @pytest.mark.parametrize('width, height', [(10000, 10), (10, 10000), (1000, 20)])

@@ -89,9 +89,14 @@ def main(argv=None):
         switched = time.perf_counter()
         sample = served.predict(task, args.image)
         done = time.perf_counter()
-        draw(model, task, Path(args.image), sample, out_dir / f'{task}.png')
+        if (model.dataset_meta or {}).get('classes'):
+            draw(model, task, Path(args.image), sample, out_dir / f'{task}.png')
+            drawn = f'-> {out_dir / f"{task}.png"}'
+        else:  # the libraries' visualizers need class names
+            drawn = ("not drawn: the package names no classes (export_task.py takes them from the checkpoint's "
+                     "meta.dataset_meta)")
         print(f'{task}: switch {1e3 * (switched - start):.1f} ms ({args.mode}), inference '
-              f'{1e3 * (done - switched):.1f} ms -> {out_dir / f"{task}.png"}')
+              f'{1e3 * (done - switched):.1f} ms {drawn}')
         print(f'    {summarize(sample, model.dataset_meta)}')
 
 
