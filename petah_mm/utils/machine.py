@@ -2,7 +2,7 @@
 
 On a CPU with native bf16 (``avx512_bf16`` or ``amx_bf16``) bf16 is the fast path, as on GPUs, and the bf16
 rows show the adapters' own cost; without it bf16 GEMMs and convolutions are emulated, run 2-4x slower than
-fp32, and hide that cost (the op breakdown of ``--op-breakdown`` shows it there).
+fp32, and hide that cost (benchmark.py's ``--op-breakdown`` shows it there).
 """
 import platform
 from pathlib import Path
