@@ -22,6 +22,7 @@ from .layers import AdaptedConv2d
 from .lora import LoRA
 from .low_rank_kernels import conv_backward, for_device, lora_kernel, pointwise_factor_grads
 
+
 def folded_norm(norm: FrozenBatchNorm2d):
     """The frozen norm as y = scale·x + shift, per channel."""
     scale = norm.weight * (norm.running_var + norm.eps).rsqrt()

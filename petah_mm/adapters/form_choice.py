@@ -291,3 +291,11 @@ def tune_unmerged_forms(model: torch.nn.Module, *inputs, budget_s: float = 2.) -
             layer.adapter.measured_forms[form_key_] = choices[name]['form']
     return dict(rule='measured', cache=str(path), signatures_measured=len(measured), measuring_s=measuring_s,
                 measured=len(pending), cached=len(seen) - len(pending))
+
+
+def summary_text(summary: dict) -> str:
+    """One line for a :func:`tune_unmerged_forms` summary, as the tools print it."""
+    if summary['rule'] == 'flops':
+        return f'FLOPs rule ({summary["why"]})'
+    return (f'measured forms: {summary["measured"]} layers from {summary["signatures_measured"]} shapes timed now in '
+            f'the model ({summary["measuring_s"]:.2f} s), {summary["cached"]} from the cache; {summary["cache"]}')

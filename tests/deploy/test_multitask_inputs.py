@@ -99,7 +99,7 @@ def test_the_demo_in_routing_mode_measures_the_forms_before_it_times(toy_backbon
                   tmp_path / 'out')
     lines = printed.splitlines()
     for task in ('seg', 'bare'):
-        forms = next(i for i, line in enumerate(lines) if line.startswith(f'{task}: unmerged forms measured for '))
+        forms = next(i for i, line in enumerate(lines) if line.startswith(f'{task}: unmerged LoRA measured forms: '))
         assert lines[forms + 1].startswith(f'{task}: switch ') and '(routing)' in lines[forms + 1], printed
     assert (tmp_path / 'out' / 'seg.png').is_file() and not (tmp_path / 'out' / 'bare.png').exists()
     assert "not drawn: the package names no classes (export_task.py takes them from the checkpoint's" in printed

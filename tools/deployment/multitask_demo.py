@@ -18,6 +18,7 @@ from pathlib import Path
 import mmcv
 from mmengine.registry import VISUALIZERS, DefaultScope
 
+from petah_mm.adapters.form_choice import summary_text
 from petah_mm.deploy import MultiTaskModel
 from petah_mm.deploy.multitask import MODES
 from petah_mm.tools.deployment.multitask_args import task_packages, task_spec
@@ -42,13 +43,6 @@ def draw(model, task: str, image_path: Path, sample, out_file: Path) -> None:
 
 def nbytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def forms_line(summary: dict) -> str:
-    if summary['rule'] == 'flops':
-        return f'unmerged forms by the FLOPs rule ({summary["why"]})'
-    return (f'unmerged forms measured for {summary["measured"]} layers now ({summary["measuring_s"]:.1f} s), '
-            f'{summary["cached"]} from the cache {summary["cache"]}')
 
 
 def main(argv=None):
@@ -83,7 +77,7 @@ def main(argv=None):
         print(f'  {task}: {model.backbone.adapter_plan.describe()}; its own tensors {own / 1e6:.2f} MB')
     for task in tasks:
         if args.mode == 'routing':
-            print(f'{task}: {forms_line(served.tune_forms(task, args.image))}')
+            print(f'{task}: unmerged LoRA {summary_text(served.tune_forms(task, args.image))}')
         start = time.perf_counter()
         model = served.select(task)
         switched = time.perf_counter()

@@ -1,6 +1,7 @@
 """The benchmark's markdown table."""
 import torch
 
+from petah_mm.adapters.form_choice import summary_text
 from petah_mm.utils import machine
 from . import op_breakdown
 
@@ -29,14 +30,7 @@ def markdown(args, report) -> str:
 
 def forms_lines(forms: dict) -> list:
     """How each unmerged row chose its LoRA layers' inference forms."""
-    lines = []
-    for name, f in forms.items():
-        if f['rule'] == 'flops':
-            lines.append(f'- {name}: FLOPs rule ({f["why"]})')
-        else:
-            lines.append(f'- {name}: measured forms: {f["measured"]} layers from {f["signatures_measured"]} shapes '
-                         f'timed now in the model ({f["measuring_s"]:.2f} s), {f["cached"]} from the cache; '
-                         f'{f["cache"]}')
+    lines = [f'- {name}: {summary_text(summary)}' for name, summary in forms.items()]
     return ['', 'Unmerged LoRA inference forms:'] + lines if lines else []
 
 
