@@ -2,7 +2,7 @@
 
 Unmerged inference runs each LoRA layer in the thin form op(x, W) + s·B(A(x)) or the fused form
 op(x, W + ΔW) (:mod:`.lora`); both compute the same layer to rounding, so the choice changes speed
-only. FLOPs pick the form by default (:meth:`LoRA.thin_form_is_cheaper`), but FLOPs miss what a
+only. FLOPs pick the form by default (:meth:`LoRA.inference_form`), but FLOPs miss what a
 CPU's kernels make of a shape: with AVX-512 GEMMs, the FLOPs rule left unmerged PETAH-2 at 1.13x
 the merged model at batch 1 on an AMD EPYC. :func:`tune_unmerged_forms` runs the model on an
 example input and times each LoRA layer's forms where it runs, inside whole forwards (a few rounds,

@@ -69,8 +69,8 @@ class AdaptedLayerMixin:
                      bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def apply_adapted_kernel(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        """op(x, W + ΔW, b) for a kernel built in this call."""
+    def apply_adapted_kernel(self, x: torch.Tensor, kernel: torch.Tensor, form: Optional[str] = None) -> torch.Tensor:
+        """op(x, W + ΔW, b) for a kernel built in this call; ``form``: the LoRA form of this call, where known."""
         return self.apply_kernel(x, kernel, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,23 +194,25 @@ class AdaptedConv2d(AdaptedLayerMixin, nn.Conv2d):
         :meth:`apply_kernel`: for the low-rank kernels, which take an explicit zero padding."""
         return x, self.padding
 
-    def apply_adapted_kernel(self, x, kernel):
-        if self.runs_as_matmul(x):
+    def apply_adapted_kernel(self, x, kernel, form=None):
+        if self.runs_as_matmul(x, form):
             return bias_plus_product(self.bias, self.batched(kernel, x), x.flatten(2)).view(self.output_shape(x))
         return self.apply_kernel(x, kernel, self.bias)
 
-    def runs_as_matmul(self, x) -> bool:
+    def runs_as_matmul(self, x, form: Optional[str] = None) -> bool:
         """CPU inference runs a 1×1 convolution of an NCHW batch as matrix products, unless a measurement
         on this CPU found oneDNN's convolution faster for this input (a ``*_conv`` form, see
         :mod:`.form_choice`): on the CPUs first measured a GEMM beat oneDNN's pointwise conv at EF-L7's
         sizes; on an AMD EPYC with AVX-512 and native bf16 the convolution mostly won in fp32 (not measured
         on CUDA, which keeps cuDNN). Traces keep the convolution (FLOPs counters report it by operator),
-        autograd too."""
+        autograd too. ``form``: this call's LoRA form where the caller looked it up, else it is looked up here."""
         if not (self.is_pointwise and x.device.type == 'cpu' and x.dim() == 4 and x.is_contiguous()
                 and not torch.is_grad_enabled() and not torch.jit.is_tracing()):
             return False
-        measured_form = getattr(self.adapter, 'measured_form', None)  # LoRA's: the factorization with forms
-        return not (measured_form and (measured_form(x, self.output_positions(x)) or '').endswith('_conv'))
+        if form is None:
+            measured_form = getattr(self.adapter, 'measured_form', None)  # LoRA's: the factorization with forms
+            form = (measured_form and measured_form(x, self.output_positions(x))) or ''
+        return not form.endswith('_conv')
 
     def batched(self, kernel, x):
         """A 1×1 kernel as the (out, in) matrix in the compute dtype, expanded over x's batch for ``bmm``.

@@ -10,7 +10,8 @@ Four forms compute the unmerged layer, and :meth:`LoRA.adapted_forward` picks on
 
 The thin and kernel forms differ between a Linear and a Conv2d; the factorization picks the pair
 for its weight's dimensions once, at construction. Between thin and fused at inference, FLOPs decide,
-or a measurement on this CPU where :func:`.form_choice.tune_unmerged_forms` made one. DoRA trains
+or a measurement on this CPU where :func:`.form_choice.tune_unmerged_forms` made one
+(:meth:`LoRA.inference_form`). DoRA trains
 through the same kernels (:mod:`.dora`).
 """
 import math
@@ -63,22 +64,22 @@ def kernel_conv2d(layer, x, lora_A, lora_B, scaling, bias):
     return low_rank_conv2d(x, layer.weight, bias, lora_A, lora_B, scaling, layer.stride, padding, layer.dilation)
 
 
-def thin_linear(layer, x, lora_A, lora_B, scaling):
-    """op(x, W) + s·B(A(x)) for a Linear (no dropout, no autograd needed)."""
+def thin_linear(layer, x, lora_A, lora_B, scaling, form=None):
+    """op(x, W) + s·B(A(x)) for a Linear (no dropout, no autograd needed); a Linear has one way to run W."""
     hidden = F.linear(x, lora_A)  # first, while x is still in cache: op(x, W) streams the whole kernel through it
     out = F.linear(x, layer.weight, layer.bias)
     return add_scaled_product_(out.view(1, -1, out.shape[-1]), hidden.view(1, -1, hidden.shape[-1]),
                                lora_B.t().unsqueeze(0), scaling).view(out.shape)
 
 
-def thin_conv2d(layer, x, lora_A, lora_B, scaling):
-    """op(x, W) + s·B(A(x)) for a Conv2d; as matrix products where the layer runs its kernel so."""
+def thin_conv2d(layer, x, lora_A, lora_B, scaling, form=None):
+    """op(x, W) + s·B(A(x)) for a Conv2d; as matrix products where the layer runs its kernel so in ``form``."""
     if x.dim() != 4:  # an unbatched input
         return layer.apply_kernel(x, layer.weight, layer.bias) + F.conv2d(layer.apply_kernel(x, lora_A),
                                                                           lora_B * scaling)
     rank = lora_A.shape[0]
     up = lora_B.reshape(1, -1, rank).expand(x.shape[0], -1, -1)
-    if layer.runs_as_matmul(x):
+    if layer.runs_as_matmul(x, form):
         # B(s·A x) + b first, W x accumulated onto it in place: no pass over the output of its own
         tokens = x.flatten(2)
         low_rank = bias_plus_product(layer.bias, up, batched_left_mul(lora_A.reshape(rank, -1) * scaling, tokens))
@@ -152,34 +153,33 @@ class LoRA(Factorization):
         """ΔW does not depend on W."""
         return lora_delta(self.lora_A, self.lora_B, self.scaling, self.weight_shape)
 
-    def fused_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
-        return layer.apply_adapted_kernel(x, lora_kernel(layer.weight, self.lora_A, self.lora_B, self.scaling))
+    def fused_forward(self, x: torch.Tensor, layer, form: Optional[str] = None) -> torch.Tensor:
+        """``form``: this call's form where :meth:`inference_form` looked it up already, else looked up as needed."""
+        kernel = lora_kernel(layer.weight, self.lora_A, self.lora_B, self.scaling)
+        return layer.apply_adapted_kernel(x, kernel, form)
 
     def kernel_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
         return self._kernel(layer, x, self.lora_A, self.lora_B, self.scaling, layer.bias)
 
-    def thin_forward(self, x: torch.Tensor, layer) -> torch.Tensor:
+    def thin_forward(self, x: torch.Tensor, layer, form: Optional[str] = None) -> torch.Tensor:
         """Inference's two-layer form op(x, W) + s·B(A(x)) (no dropout, no autograd needed)."""
-        return self._thin(layer, x, self.lora_A, self.lora_B, self.scaling)
+        return self._thin(layer, x, self.lora_A, self.lora_B, self.scaling, form)
 
-    def thin_form_is_cheaper(self, x: torch.Tensor, layer) -> bool:
-        """Whether op(x, W) + B(A(x)) is faster than op(x, W + ΔW) for this input: as measured on this CPU
-        where :func:`.form_choice.tune_unmerged_forms` measured this input's kind (eager CPU forwards
-        only), else by FLOPs.
+    def inference_form(self, x: torch.Tensor, layer) -> str:
+        """The form this input runs in at inference, looked up once per call (an unmerged forward asks it for every
+        adapted layer): as measured on this CPU where :func:`.form_choice.tune_unmerged_forms` measured this input's
+        kind (eager CPU forwards only, one of its FORMS or CONV_FORMS), else 'thin' or 'fused' by FLOPs.
 
         Both run op(x, W)'s FLOPs once. On top, the fused kernel builds ΔW and adds it to W once per
         call (out·fan_in·(r + 1)); the two-layer form runs A and B and adds their output at every
         output position (positions·(r·(fan_in + out) + out)). At batch 1 on 7×7 tokens the thin form
-        wins; on large feature maps the fused kernel does. The threshold is computed once, at init:
-        this runs in every forward of every adapted layer.
+        wins; on large feature maps the fused kernel does. The threshold is computed once, at init.
         """
-        if not layer.supports_branch:
-            return False
         positions = layer.output_positions(x)
         form = self.measured_form(x, positions)
         if form is not None:
-            return form.startswith('thin')
-        return positions < self.thin_form_max_positions
+            return form
+        return 'thin' if positions < self.thin_form_max_positions else 'fused'
 
     def measured_form(self, x: torch.Tensor, positions: int) -> Optional[str]:
         """The form measured fastest on this CPU for inputs like ``x`` (eager CPU forwards only), or None."""
@@ -199,9 +199,12 @@ class LoRA(Factorization):
                 return self.kernel_forward(x, layer)
             if layer.supports_branch and (with_grad or not isinstance(self.dropout, nn.Identity)):
                 return self.branch_forward(x, layer)
-        if self.thin_form_is_cheaper(x, layer):
-            return self.thin_forward(x, layer)
-        return self.fused_forward(x, layer)
+        if not layer.supports_branch:
+            return self.fused_forward(x, layer)
+        form = self.inference_form(x, layer)
+        if form.startswith('thin'):
+            return self.thin_forward(x, layer, form)
+        return self.fused_forward(x, layer, form)
 
     def kernel_applies(self, layer) -> bool:
         """Whether the low-rank training kernels compute this layer exactly; they need one input for W and A, so no
