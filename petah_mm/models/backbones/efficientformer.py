@@ -4,7 +4,8 @@ mmpretrain's ``EfficientFormer`` indexes a fixed 7×7 attention-bias table, so i
 224×224 inputs. Detection and segmentation need other sizes; here the Meta3D attention
 resizes the pretrained table bicubically to the token grid (exactly the table at 7×7), and the
 backbone adds what dense tasks expect: ``norm_eval``, gradient checkpointing and pretrained
-weights in the mmpretrain, timm or snap-research layout.
+weights in the mmpretrain, timm or snap-research layout. The Meta4D pooling token mixer runs as a
+depthwise box filter on the CPU (:mod:`.box_pooling`), several times faster than torch's pooling kernel.
 """
 import itertools
 import math
@@ -16,10 +17,11 @@ import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmengine.registry import MODELS
 from mmengine.runner import CheckpointLoader
-from mmpretrain.models.backbones.efficientformer import AttentionWithBias, EfficientFormer, Meta3D
+from mmpretrain.models.backbones.efficientformer import AttentionWithBias, EfficientFormer, Meta3D, Meta4D
 from torch import nn
 
 from ...utils import NormEvalMixin
+from .box_pooling import BoxPooling
 from .efficientformer_layouts import to_mmpretrain_layout
 
 #: buffers that are recomputed or bookkeeping; a checkpoint may omit them
@@ -141,6 +143,8 @@ class DenseEfficientFormer(NormEvalMixin, EfficientFormer):
         for block in self.modules():
             if isinstance(block, Meta3D):
                 block.token_mixer = ResizableAttentionWithBias(block.token_mixer.qkv.in_features)
+            elif isinstance(block, Meta4D):
+                block.token_mixer = BoxPooling(block.token_mixer.pool.kernel_size)
 
     @property
     def out_channels(self) -> List[int]:

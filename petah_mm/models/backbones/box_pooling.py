@@ -1,0 +1,75 @@
+"""EfficientFormer's pooling token mixer, pool(x) - x, as a depthwise box filter on the CPU.
+
+mmpretrain's ``Pooling`` runs ``AvgPool2d(k, stride=1, padding=k // 2, count_include_pad=False)``. On the
+CPU, torch's NCHW average-pooling kernel runs about 10x slower than oneDNN's depthwise convolution at
+EfficientFormer's stage 2-4 sizes, forward and backward (docs/benchmarks.md, "The pooling token mixer"),
+and its autograd keeps the input, which a box filter's backward does not need. Here the window sums come
+from a depthwise convolution with a kernel of ones, and the division by the pixels inside each window
+(fewer at the borders) is a multiplication by a constant map. The filter is symmetric, so its backward is
+the same filter on the scaled gradient. Same result up to rounding; no parameters, no state-dict keys.
+"""
+import functools
+
+import torch
+import torch.nn.functional as F
+from mmpretrain.models.backbones.efficientformer import Pooling
+
+from petah_mm.adapters.form_choice import tracing_or_compiling
+
+
+@functools.lru_cache(maxsize=64)
+def box_constants(channels: int, size: int, height: int, width: int, dtype: torch.dtype, device: torch.device):
+    """The depthwise kernel of ones and 1 / (pixels inside each window), (1, 1, height, width). Normal tensors
+    even when first asked inside ``torch.inference_mode``, so that a later training step can use them."""
+    with torch.inference_mode(False), torch.no_grad():
+        radius = size // 2
+
+        def inside(length):
+            index = torch.arange(length, device=device)
+            return (index + radius).clamp(max=length - 1) - (index - radius).clamp(min=0) + 1
+
+        count = inside(height)[:, None] * inside(width)[None, :]
+        ones = torch.ones(channels, 1, size, size, dtype=dtype, device=device)
+        return ones, count.to(torch.float64).reciprocal().to(dtype).view(1, 1, height, width)
+
+
+def box_average(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The average over each size×size window's pixels inside the map, in x's dtype (autocast off: the
+    pooling it replaces runs in its input's dtype)."""
+    ones, inverse_count = box_constants(x.shape[1], size, x.shape[2], x.shape[3], x.dtype, x.device)
+    with torch.autocast(x.device.type, enabled=False):
+        return F.conv2d(x, ones, None, 1, size // 2, 1, x.shape[1]).mul_(inverse_count)
+
+
+class BoxPoolingMinusInput(torch.autograd.Function):
+    """box_average(x) - x, saving nothing for backward: dx = box_average's transpose (itself, as the
+    window is symmetric, with the scale applied first) of the gradient, minus the gradient."""
+
+    @staticmethod
+    def forward(ctx, x, size):
+        ctx.size = size
+        return box_average(x, size).sub_(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        ones, inverse_count = box_constants(grad.shape[1], ctx.size, grad.shape[2], grad.shape[3], grad.dtype,
+                                            grad.device)
+        with torch.autocast(grad.device.type, enabled=False):
+            summed = F.conv2d(grad * inverse_count, ones, None, 1, ctx.size // 2, 1, grad.shape[1])
+        return summed.sub_(grad), None
+
+
+class BoxPooling(Pooling):
+    """mmpretrain's ``Pooling`` (the Meta4D token mixer) computed by :class:`BoxPoolingMinusInput` on the CPU.
+
+    CUDA, traces and compiled graphs keep ``AvgPool2d`` (ONNX exports and FLOPs counters see the
+    operator they know; not measured on CUDA), as do even window sizes, whose output is one pixel larger.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.pool.kernel_size
+        odd = isinstance(size, int) and size % 2 == 1
+        if x.device.type != 'cpu' or x.dim() != 4 or not odd or tracing_or_compiling():
+            return super().forward(x)
+        return BoxPoolingMinusInput.apply(x, size)
