@@ -43,7 +43,9 @@ from petah_mm.utils.machine import cpu_model_and_flags, read_cpuinfo
 from petah_mm.utils.timing import rotated
 from .autocast import autocast_dtype
 
-CACHE_FORMAT = 'petah_mm unmerged forms 3'
+#: raised when the file's layout or what its timings hold for changes, so that older files are measured again
+#: (3: forms timed inside the model; 4: EfficientFormer's pooling, which runs after many LoRA layers, changed)
+CACHE_FORMAT = 'petah_mm unmerged forms 4'
 #: /proc/cpuinfo flags that change which GEMM and convolution kernels torch's CPU libraries run
 ISA_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile', 'amx_bf16')
 FORMS = ('thin', 'fused')

@@ -71,6 +71,15 @@ def test_inference_only_measures_no_training(tmp_path):
     assert 'train step' not in table and 'training' not in table and f'CPU: {report["machine"]["cpu"]}' in table
 
 
+def test_ablations_are_all_by_default_none_when_skipped_or_those_named(capsys):
+    parse = benchmark_tool.cli.parse_args
+    assert parse([]).ablations == ['batchnorm', 'branch', 'fused', 'mlp', 'pooling']
+    assert parse(['--skip-ablations']).ablations == [] and parse(['--ablations', 'pooling']).ablations == ['pooling']
+    with pytest.raises(SystemExit):
+        parse(['--skip-ablations', '--ablations', 'mlp'])
+    assert '--skip-ablations and --ablations' in capsys.readouterr().err
+
+
 def test_inference_only_refuses_the_op_breakdown(capsys):
     with pytest.raises(SystemExit):
         benchmark_tool.cli.parse_args(['--inference-only', '--op-breakdown'])
@@ -161,7 +170,7 @@ def test_rounds_rotate_and_keep_each_rows_fastest(monkeypatch):
         return argparse.Namespace(returncode=0, stdout=json.dumps(dict(ms=float(len(calls)), peak_gb=peak)))
 
     monkeypatch.setattr(training.subprocess, 'run', worker)
-    args = argparse.Namespace(methods=['full', 'petah2', 'frozen'], skip_ablations=True, peft=False, amp=False,
+    args = argparse.Namespace(methods=['full', 'petah2', 'frozen'], ablations=[], peft=False, amp=False,
                               device='cpu', rounds=3, op_breakdown=False, arch='l1', size=64, batch=2, warmup=0,
                               repeats=1, config=None)
     rows, profiles = training.training(args)

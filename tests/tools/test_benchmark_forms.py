@@ -6,12 +6,15 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from mmpretrain.models.backbones.efficientformer import Meta4D, Pooling
 
 from petah_mm.tools.analysis.benchmark import ablations, report, training
-from petah_mm.tools.analysis.benchmark.inference import FLOPS_RULE, inference
+from petah_mm.tools.analysis.benchmark.common import backbone_for
+from petah_mm.tools.analysis.benchmark.inference import AVGPOOL_ROW, FLOPS_RULE, inference, inference_models
 
 ARGS = dict(config=None, arch='l1', size=32, device='cpu', inference_batches=[1], amp=False, warmup=0, repeats=1,
-            rounds=1)
+            rounds=1, ablations=[])
 
 
 @pytest.fixture(scope='module')
@@ -49,6 +52,26 @@ def test_the_flops_rule_alone_measures_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv('PETAH_MM_CACHE', str(tmp_path))
     rows, forms = inference(argparse.Namespace(**ARGS, unmerged_forms='flops'))
     assert forms == {} and len(rows) == 5 and not list(tmp_path.rglob('*.json'))
+
+
+def token_mixers(backbone) -> set:
+    return {type(block.token_mixer) for block in backbone.modules() if isinstance(block, Meta4D)}
+
+
+def test_the_pooling_ablation_runs_mmpretrains_token_mixer_in_training_and_inference(tmp_path, monkeypatch):
+    monkeypatch.setenv('PETAH_MM_CACHE', str(tmp_path))
+    args = argparse.Namespace(**dict(ARGS, ablations=['pooling']), unmerged_forms='flops')
+    models = inference_models(args)
+    assert token_mixers(models[AVGPOOL_ROW]) == {Pooling} and Pooling not in token_mixers(models['plain'])
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():  # the same weights: the same features, up to rounding
+        torch.testing.assert_close(models[AVGPOOL_ROW](x)[-1], models['plain'](x)[-1])
+    rows, _ = inference(args)
+    row = rows[f'{AVGPOOL_ROW}, batch 1']
+    assert row['ratio'] == row['ms'] / rows['plain, batch 1']['ms'] and len(rows) == 6
+    trained = backbone_for(args, 'petah2')
+    ablations.undo(trained, 'pooling')
+    assert token_mixers(trained) == {Pooling}
 
 
 def test_peer_margins_are_pefts_over_petah2s():

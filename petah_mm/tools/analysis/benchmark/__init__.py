@@ -6,6 +6,7 @@
     python tools/analysis_tools/benchmark.py --device cuda --amp
     python tools/analysis_tools/benchmark.py --methods full petah2 petah2-dora petah2-lokr  # other presets' rows
     python tools/analysis_tools/benchmark.py --peft --unmerged-forms both  # + peft's LoRA, + FLOPs-rule unmerged rows
+    python tools/analysis_tools/benchmark.py --ablations pooling  # of the ablation rows, only this one
 
 One run measures, side by side (warm-up, then repeated runs, medians; ``--rounds`` repeats the
 training rows in rotating order, each in a fresh process, and keeps each method's fastest round):
@@ -22,9 +23,10 @@ training rows in rotating order, each in a fresh process, and keeps each method'
   gradients enabled, as the libraries' ``get_flops.py`` run it; one multiply-add = one FLOP) of
   each method, merged and unmerged (:mod:`.sizes`);
 * the time to switch the shared backbone from one PETAH task to another (unmerge + merge, :mod:`.switch`);
-* four ablations of PETAH-2 training, each undoing one of the adapter engine's optimisations
-  (:mod:`.ablations`), and with ``--peft`` the peer row: peft 0.21's LoRA on PETAH-2's targets and ranks,
-  with petah2's margins over it in step time and peak memory.
+* ablations of PETAH-2 training, each undoing one optimisation of the adapter engine or the backbone
+  (:mod:`.ablations`, ``--ablations`` picks them; the backbone's pooling token mixer also as an inference
+  row), and with ``--peft`` the peer row: peft 0.21's LoRA on PETAH-2's targets and ranks, with petah2's
+  margins over it in step time and peak memory.
 
 With ``--amp`` every inference and training row is measured again under autocast in the dtype that
 ``tools/train.py --amp`` trains with on the device: bf16 on the CPU, fp16 on CUDA (rows marked "bf16" or

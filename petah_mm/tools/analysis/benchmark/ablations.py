@@ -3,7 +3,9 @@
 'batchnorm': frozen BatchNorms stay ``nn.BatchNorm2d`` (``F.batch_norm``, which keeps its input for backward);
 'branch': LoRA runs as the paper's Eq. (2), op(x, W) + B(A(x)), instead of the low-rank kernels;
 'fused': LoRA trains by autograd through op(x, W + ΔW) instead of the low-rank kernels;
-'mlp': EfficientFormer's ConvMlps train layer by layer instead of as one function (``LowRankConvMlp``).
+'mlp': EfficientFormer's ConvMlps train layer by layer instead of as one function (``LowRankConvMlp``);
+'pooling': EfficientFormer's pooling token mixers run mmpretrain's ``AvgPool2d`` instead of the box filter
+(``BoxPooling``, a backbone optimisation every method gets, the peer row included; also an inference row).
 'branch' and 'fused' force one of the factorization's own forward forms (``Factorization.use_form``).
 'peft' (``--peft``, the peer row): no petah_mm engine at all, peft 0.21's LoRA on the same targets, ranks
 and alphas, injected into the same backbone with plain layers and plain BatchNorms (:func:`peft_lora`).
@@ -12,19 +14,24 @@ import os
 import sys
 from pathlib import Path
 
+from mmpretrain.models.backbones.efficientformer import Pooling
 from torch import nn
 
 from petah_mm.adapters import adapted_layers
 from petah_mm.adapters.conv_mlp import LowRankConvMlp
 from petah_mm.adapters.form_choice import cache_dir
+from petah_mm.models.backbones.box_pooling import BoxPooling
 from petah_mm.utils import FrozenBatchNorm2d
 from petah_mm.utils.modules import replace_module
 
 ABLATIONS = {'petah2 (BatchNorm kept)': ('petah2', 'batchnorm'), 'petah2 (two-layer branch)': ('petah2', 'branch'),
-             'petah2 (autograd through W + ΔW)': ('petah2', 'fused'), 'petah2 (MLP layer by layer)': ('petah2', 'mlp')}
+             'petah2 (autograd through W + ΔW)': ('petah2', 'fused'), 'petah2 (MLP layer by layer)': ('petah2', 'mlp'),
+             'petah2 (AvgPool2d token mixer)': ('petah2', 'pooling')}
+#: the optimisations ``--ablations`` can undo
+ABLATION_NAMES = tuple(ablation for _, ablation in ABLATIONS.values())
 #: the peer row of ``--peft``
 PEFT_ROW = {'peft lora (petah2 targets)': ('petah2', 'peft')}
-CHOICES = ('none', *(ablation for _, ablation in ABLATIONS.values()), 'peft')
+CHOICES = ('none', *ABLATION_NAMES, 'peft')
 
 
 def plain_batchnorms(module: nn.Module) -> None:
@@ -37,6 +44,14 @@ def plain_batchnorms(module: nn.Module) -> None:
             setattr(plain, buffer, getattr(frozen, buffer))
         plain.train(frozen.training)
         replace_module(module, name, plain)
+
+
+def avgpool_token_mixers(module: nn.Module) -> int:
+    """Put mmpretrain's ``Pooling`` (``AvgPool2d``) where each box-filter token mixer is; returns how many."""
+    names = [name for name, m in module.named_modules() if isinstance(m, BoxPooling)]
+    for name in names:
+        replace_module(module, name, Pooling(module.get_submodule(name).pool.kernel_size))
+    return len(names)
 
 
 def peft_dir() -> Path:
@@ -84,6 +99,8 @@ def undo(backbone: nn.Module, ablation: str) -> None:
         plain_batchnorms(backbone)
     elif ablation == 'peft':
         peft_lora(backbone)
+    elif ablation == 'pooling':
+        avgpool_token_mixers(backbone)
     elif ablation == 'mlp':
         for mlp in backbone.modules():
             if isinstance(mlp, LowRankConvMlp):

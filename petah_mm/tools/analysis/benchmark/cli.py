@@ -8,7 +8,7 @@ import torch
 from petah_mm.adapters.presets import PRESETS
 from petah_mm.utils import atomic_write
 from petah_mm.utils.machine import describe
-from .ablations import CHOICES
+from .ablations import ABLATION_NAMES, CHOICES
 from .common import AMP_PRECISION, PRECISIONS
 from .inference import inference
 from .report import markdown
@@ -26,7 +26,9 @@ def parse_args(argv=None):
     parser.add_argument('--arch', default='l7', choices=['l1', 'l3', 'l7'], help='without --config')
     parser.add_argument('--methods', nargs='+', default=DEFAULT_METHODS, choices=list(PRESETS),
                         help='adapter presets to compare (full is the reference of the ratios)')
-    parser.add_argument('--skip-ablations', action='store_true', help='skip the four PETAH-2 ablation rows')
+    parser.add_argument('--ablations', nargs='+', choices=ABLATION_NAMES, help='the optimisations whose ablation '
+                        'rows to measure, each undone alone (default: all; pooling also adds an inference row)')
+    parser.add_argument('--skip-ablations', action='store_true', help='no ablation rows')
     parser.add_argument('--amp', action='store_true', help='also measure every row under autocast in the dtype '
                         'tools/train.py --amp trains with: bf16 on the CPU, fp16 on CUDA')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (or 'cuda:N')")
@@ -66,6 +68,9 @@ def parse_args(argv=None):
         parser.error(f'--device {args.device}: torch sees no CUDA device here (torch {torch.__version__}); '
                      'run on a GPU machine with a CUDA build of torch, or use --device cpu')
     args.inference_batches = args.inference_batches or [args.batch]
+    if args.skip_ablations and args.ablations:
+        parser.error('--skip-ablations and --ablations: give one of them')
+    args.ablations = [] if args.skip_ablations else args.ablations or list(ABLATION_NAMES)
     if args.rounds < 1 or args.repeats < 1:
         parser.error(f'--rounds {args.rounds} --repeats {args.repeats}: both must be at least 1')
     if 'petah2' not in args.methods:

@@ -3,7 +3,8 @@
 The unmerged backbones run each LoRA layer in the inference form measured faster on this machine
 (:func:`petah_mm.adapters.form_choice.tune_unmerged_forms`, cached per CPU outside the checkout) at
 each batch and precision, as a serving process would after tuning once; ``--unmerged-forms flops``
-keeps the FLOPs rule, ``both`` adds rows of unmerged backbones that keep it, to compare.
+keeps the FLOPs rule, ``both`` adds rows of unmerged backbones that keep it, to compare. The 'pooling'
+ablation adds the plain backbone with mmpretrain's pooling token mixers.
 """
 import functools
 import itertools
@@ -13,14 +14,22 @@ import torch
 from petah_mm.adapters.form_choice import tune_unmerged_forms
 from petah_mm.testing import randomise_adapters
 from petah_mm.utils.timing import interleaved_medians_ms
+from .ablations import avgpool_token_mixers
 from .common import autocast, backbone_for, precisions, row_name
 
 #: the name suffix of the rows whose unmerged backbone keeps the FLOPs rule (``--unmerged-forms both``)
 FLOPS_RULE = ' (FLOPs rule)'
+#: the plain backbone with mmpretrain's AvgPool2d token mixers (the 'pooling' ablation)
+AVGPOOL_ROW = 'plain (AvgPool2d token mixer)'
 
 
 def inference_models(args) -> dict:
     models = {'plain': backbone_for(args, 'frozen').eval()}
+    if 'pooling' in args.ablations:  # the plain backbone as mmpretrain runs its pooling token mixers
+        avgpool = backbone_for(args, 'frozen').eval()
+        if avgpool_token_mixers(avgpool):
+            avgpool.load_state_dict(models['plain'].state_dict())
+            models[AVGPOOL_ROW] = avgpool
     for n in (1, 2):
         unmerged = backbone_for(args, f'petah{n}').eval()
         randomise_adapters(unmerged)

@@ -91,8 +91,8 @@ def training(args):
     a slow spell of the machine does not fall on one method's every round. Returns the rows, and with
     ``--op-breakdown`` the profiled ops of full and PETAH-2 (else an empty dict)."""
     runs = {m: (m, 'none') for m in args.methods}
-    if 'petah2' in args.methods and not args.skip_ablations:
-        runs.update(ABLATIONS)
+    if 'petah2' in args.methods:
+        runs.update({name: run for name, run in ABLATIONS.items() if run[1] in args.ablations})
     if args.peft:
         runs.update(PEFT_ROW)
     rounds = {row_name(name, precision): [] for precision in precisions(args) for name in runs}
