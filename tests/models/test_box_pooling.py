@@ -1,8 +1,10 @@
-"""EfficientFormer's pooling token mixer as a depthwise box filter: mmpretrain's result, fewer saved tensors."""
+"""The pooling token mixer as a depthwise box filter: mmpretrain's and timm's result, fewer saved tensors."""
 from unittest import mock
 
 import pytest
 import torch
+from mmengine.registry import DefaultScope
+from mmpretrain.registry import MODELS
 from mmpretrain.models.backbones.efficientformer import Meta4D, Pooling
 
 from petah_mm.models import DenseEfficientFormer
@@ -89,3 +91,35 @@ def test_dense_efficientformer_uses_it_in_every_meta4d_block():
     blocks = [m for m in model.modules() if isinstance(m, Meta4D)]
     assert blocks and all(type(block.token_mixer) is BoxPooling for block in blocks)
     assert not any('token_mixer' in key and 'pool' in key for key in model.state_dict())
+
+
+def plain_and_adapted(backbone: dict):
+    """The plain backbone and PETAHBackbone's, with the same (random) weights, in eval mode."""
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        plain = MODELS.build(backbone)
+        adapted = MODELS.build(dict(type='PETAHBackbone', backbone=backbone, adapter='petah2'))
+    adapted.load_state_dict(plain.state_dict(), strict=False)
+    plain.eval(), adapted.eval()  # mmpretrain's PoolFormer.train() returns None
+    return plain, adapted
+
+
+@pytest.mark.parametrize('backbone', [dict(type='PoolFormer', arch='s12'),
+                                      dict(type='TIMMBackbone', model_name='poolformerv2_s12',
+                                           pretrained=False, features_only=True)],
+                         ids=['mmpretrain-poolformer', 'timm-poolformerv2'])
+def test_petah_backbone_runs_any_pooling_token_mixer_as_the_box_filter(backbone):
+    plain, adapted = plain_and_adapted(backbone)
+    mixers = [type(m) for m in adapted.modules() if type(m) in box_pooling.POOLING_CLASSES + (BoxPooling, )]
+    assert mixers and set(mixers) == {BoxPooling}
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for ours, theirs in zip(adapted(x), plain(x)):
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_only_the_exact_pooling_geometry_is_swapped():
+    assert type(box_pooling.box_pooling_twin(Pooling(5))) is BoxPooling
+    padded = Pooling(3)
+    padded.pool.count_include_pad = True  # another average at the borders
+    subclass = type('MyPooling', (Pooling, ), {})(3)  # its forward may differ
+    assert box_pooling.box_pooling_twin(padded) is None and box_pooling.box_pooling_twin(subclass) is None

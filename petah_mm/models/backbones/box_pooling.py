@@ -1,6 +1,6 @@
-"""EfficientFormer's pooling token mixer, pool(x) - x, as a depthwise box filter on the CPU.
+"""The pooling token mixer of EfficientFormer and PoolFormer, pool(x) - x, as a depthwise box filter on the CPU.
 
-mmpretrain's ``Pooling`` runs ``AvgPool2d(k, stride=1, padding=k // 2, count_include_pad=False)``. On the
+mmpretrain's and timm's ``Pooling`` run ``AvgPool2d(k, stride=1, padding=k // 2, count_include_pad=False)``. On the
 CPU, torch's NCHW average-pooling kernel is far slower than oneDNN's depthwise convolution: with it, the plain
 EF-L7 ran 1.08-1.16x slower at batch 1 in fp32 and 1.13-1.24x in bf16 (docs/benchmarks.md, "The pooling token
 mixer"). Its autograd also keeps the input, which a box filter's backward does not need. Here the window sums come
@@ -10,11 +10,20 @@ the same filter on the scaled gradient. Same result up to rounding; no parameter
 """
 import functools
 
+import timm.models.efficientformer
+import timm.models.metaformer
 import torch
 import torch.nn.functional as F
+from mmpretrain.models.backbones import poolformer
 from mmpretrain.models.backbones.efficientformer import Pooling
+from torch import nn
 
 from petah_mm.adapters.form_choice import tracing_or_compiling
+from petah_mm.utils.modules import replace_module
+
+#: the token mixers that compute ``AvgPool2d(k, 1, k // 2, count_include_pad=False)(x) - x`` with their ``pool``:
+#: mmpretrain's EfficientFormer and PoolFormer, timm's EfficientFormer and MetaFormer (PoolFormer v1 and v2)
+POOLING_CLASSES = (Pooling, poolformer.Pooling, timm.models.efficientformer.Pooling, timm.models.metaformer.Pooling)
 
 
 @functools.lru_cache(maxsize=64)
@@ -61,7 +70,8 @@ class BoxPoolingMinusInput(torch.autograd.Function):
 
 
 class BoxPooling(Pooling):
-    """mmpretrain's ``Pooling`` (the Meta4D token mixer) computed by :class:`BoxPoolingMinusInput` on the CPU.
+    """A pooling token mixer (mmpretrain's EfficientFormer ``Pooling`` and its twins) computed by
+    :class:`BoxPoolingMinusInput` on the CPU.
 
     CUDA, traces and compiled graphs keep ``AvgPool2d`` (ONNX exports and FLOPs counters see the
     operator they know; not measured on CUDA), as do even window sizes, whose output is one pixel larger.
@@ -73,3 +83,26 @@ class BoxPooling(Pooling):
         if x.device.type != 'cpu' or x.dim() != 4 or not odd or tracing_or_compiling():
             return super().forward(x)
         return BoxPoolingMinusInput.apply(x, size)
+
+
+def box_pooling_twin(module: nn.Module):
+    """A :class:`BoxPooling` computing what ``module`` computes, or None where it is no pooling token mixer of
+    POOLING_CLASSES whose ``pool`` has the geometry above (a subclass, or a pool changed after construction)."""
+    pool = getattr(module, 'pool', None)
+    if type(module) not in POOLING_CLASSES or type(pool) is not nn.AvgPool2d:
+        return None
+    size = pool.kernel_size
+    if not (isinstance(size, int) and size % 2 == 1 and pool.stride in (1, (1, 1))
+            and pool.padding in (size // 2, (size // 2, size // 2)) and not pool.count_include_pad
+            and not pool.ceil_mode and pool.divisor_override is None):
+        return None
+    return BoxPooling(size).train(module.training)
+
+
+def convert_pooling_token_mixers(model: nn.Module) -> int:
+    """Swap each pooling token mixer below ``model`` that :class:`BoxPooling` computes exactly for one; how many."""
+    twins = {name: box_pooling_twin(m) for name, m in model.named_modules() if name}
+    for name, twin in twins.items():
+        if twin is not None:
+            replace_module(model, name, twin)
+    return sum(twin is not None for twin in twins.values())

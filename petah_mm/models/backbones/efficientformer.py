@@ -17,11 +17,11 @@ import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmengine.registry import MODELS
 from mmengine.runner import CheckpointLoader
-from mmpretrain.models.backbones.efficientformer import AttentionWithBias, EfficientFormer, Meta3D, Meta4D
+from mmpretrain.models.backbones.efficientformer import AttentionWithBias, EfficientFormer, Meta3D
 from torch import nn
 
 from ...utils import NormEvalMixin
-from .box_pooling import BoxPooling
+from .box_pooling import convert_pooling_token_mixers
 from .efficientformer_layouts import to_mmpretrain_layout
 
 #: buffers that are recomputed or bookkeeping; a checkpoint may omit them
@@ -143,8 +143,7 @@ class DenseEfficientFormer(NormEvalMixin, EfficientFormer):
         for block in self.modules():
             if isinstance(block, Meta3D):
                 block.token_mixer = ResizableAttentionWithBias(block.token_mixer.qkv.in_features)
-            elif isinstance(block, Meta4D):
-                block.token_mixer = BoxPooling(block.token_mixer.pool.kernel_size)
+        convert_pooling_token_mixers(self)
 
     @property
     def out_channels(self) -> List[int]:

@@ -8,7 +8,8 @@
 The result is an instance of the inner backbone's own class with :class:`AdaptedBackboneMixin` in
 front (``PETAHSwinTransformer``), not a module around it: state-dict keys, ``init_cfg``,
 ``frozen_stages``, ``norm_eval``, ``out_indices`` and ``train()`` are the inner backbone's, and a
-merged checkpoint loads into the plain inner backbone without petah_mm.
+merged checkpoint loads into the plain inner backbone without petah_mm. Pooling token mixers
+(PoolFormer's, EfficientFormer's) run as box filters on the CPU (:mod:`.box_pooling`).
 """
 import inspect
 from typing import Dict, Optional, Type, Union
@@ -19,6 +20,7 @@ from torch import nn
 
 from ...adapters import AdaptedBackboneMixin, preset
 from ...adapters.injector import Targets
+from .box_pooling import convert_pooling_token_mixers
 
 _ADAPTED: Dict[type, type] = {}
 #: constructor arguments that tell two variants of one backbone class apart in adapter files
@@ -49,6 +51,7 @@ def adapted_class(host: Type[nn.Module]) -> type:
         def __init__(self, adapter: dict, targets: Optional[Targets] = None, explicit_norm_eval: Optional[bool] = None,
                      host_cfg: Optional[dict] = None, **kwargs):
             host.__init__(self, **kwargs)
+            convert_pooling_token_mixers(self)
             self.host_cfg = dict(host_cfg or dict(type=host), **kwargs)
             arch = [f'{key}={kwargs[key]}' for key in ARCH_KEYS if key in kwargs]
             self.arch_name = f'{self.host_cfg["type"]}' + (f'({", ".join(arch)})' if arch else '')
