@@ -61,7 +61,6 @@ class BoxPoolingMinusInput(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        grad = grad.contiguous()
         ones, inverse_count = box_constants(grad.shape[1], ctx.size, grad.shape[2], grad.shape[3], grad.dtype,
                                             grad.device)
         with torch.autocast(grad.device.type, enabled=False):

@@ -5,7 +5,7 @@ mmpretrain's ``EfficientFormer`` indexes a fixed 7×7 attention-bias table, so i
 resizes the pretrained table bicubically to the token grid (exactly the table at 7×7), and the
 backbone adds what dense tasks expect: ``norm_eval``, gradient checkpointing and pretrained
 weights in the mmpretrain, timm or snap-research layout. The Meta4D pooling token mixer runs as a
-depthwise box filter on the CPU (:mod:`.box_pooling`), several times faster than torch's pooling kernel.
+depthwise box filter on the CPU (:mod:`.box_pooling`), faster than torch's pooling kernel.
 """
 import itertools
 import math
