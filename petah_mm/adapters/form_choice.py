@@ -44,7 +44,8 @@ from petah_mm.utils.timing import rotated
 from .autocast import autocast_dtype
 
 #: raised when the file's layout or what its timings hold for changes, so that older files are measured again
-#: (3: forms timed inside the model; 4: EfficientFormer's pooling, which runs after many LoRA layers, changed)
+#: (3: forms timed inside the model; 4: EfficientFormer's pooling, which runs after many LoRA layers, changed,
+#: and a layer's span ends at the next LoRA layer even where that layer's choice was cached)
 CACHE_FORMAT = 'petah_mm unmerged forms 4'
 #: /proc/cpuinfo flags that change which GEMM and convolution kernels torch's CPU libraries run
 ISA_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile', 'amx_bf16')
@@ -216,8 +217,8 @@ def measure_in_place(model: torch.nn.Module, inputs, pending: dict, budget_s: fl
 def fastest_in_place(model: torch.nn.Module, inputs, pending: dict, budget_s: float) -> dict:
     """``{(layer, form key, form): ms}``, each pending layer's fastest time in each form (others' load only adds),
     from rounds of whole forwards, each running every pending layer in one form (the forms rotate from round to
-    round). A layer's time runs from its start to the next pending layer's start (or the forward's end): what its
-    form costs the ops after it counts too. Building W + ΔW writes a kernel-sized tensor per call, which evicts the
+    round). A layer's time runs from its start to the next LoRA layer's start, pending or not (or the forward's
+    end): what its form costs the ops after it counts too, and the layers whose choice is cached already bound it. Building W + ΔW writes a kernel-sized tensor per call, which evicts the
     activations the next norm, activation or pooling reads; a layer timed alone, in a loop on its own input, sees
     neither that nor its kernel streaming in from memory, and can rank the forms otherwise than the model does.
     At least MIN_ROUNDS rounds, more while under ``budget_s``. The layers' tables hold what they held before,
@@ -232,16 +233,16 @@ def fastest_in_place(model: torch.nn.Module, inputs, pending: dict, budget_s: fl
             fastest[timed] = min(fastest.get(timed, ms), ms)
 
     def start(layer, args):
+        close_span()
         x = args[0]
         entry = (layer, form_key(x, layer.output_positions(x)))
         if entry in pending:
-            close_span()
             open_span.append(((*entry, running[entry]), time.perf_counter()))
 
     saved = {entry: entry[0].adapter.measured_forms.get(entry[1]) for entry in pending}
     begin = time.perf_counter()
     try:
-        with hooked({layer for layer, _ in pending}, start):
+        with hooked(measured_layers(model).values(), start):
             for round_index in range(MAX_ROUNDS):
                 if round_index >= MIN_ROUNDS and time.perf_counter() - begin > budget_s:
                     break

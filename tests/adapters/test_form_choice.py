@@ -196,6 +196,27 @@ def test_what_a_form_costs_the_ops_after_it_counts(cache):
     assert conv_choice['fused_ms'] > 5 > conv_choice['thin_ms']
 
 
+def test_a_layer_whose_choice_is_cached_still_ends_the_span_before_it(cache):
+    """Only the conv is measured, the linear's choice coming from the cache: the conv's time ends where the linear
+    starts, so the linear's own time (here a slow forward) is not counted as the conv's."""
+    model, x = Toy().eval(), torch.randn(1, 4, 5, 5)
+    tune_unmerged_forms(model, x)
+    path, key = cache_path(machine_key()), machine_key()
+    linear_only = {name: entry for name, entry in load_choices(path, key).items() if name.startswith('AdaptedLinear')}
+    form_choice.save_choices(path, key, linear_only)
+    linear_forward = model.fc.forward
+
+    def slow_linear(x):
+        time.sleep(0.02)
+        return linear_forward(x)
+
+    with mock.patch.object(model.fc, 'forward', side_effect=slow_linear):
+        summary = tune_unmerged_forms(model, x)
+    assert (summary['measured'], summary['cached']) == (1, 1)
+    [conv_choice] = [entry for name, entry in load_choices(path, key).items() if name.startswith('AdaptedConv2d')]
+    assert conv_choice['thin_ms'] < 10 and conv_choice['fused_ms'] < 10, conv_choice
+
+
 class ToySkippingItsLinear(Toy):
     """Calls its linear in the first forward only: a forward that changes from call to call."""
 
