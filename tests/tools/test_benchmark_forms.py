@@ -11,7 +11,7 @@ from mmpretrain.models.backbones.efficientformer import Meta4D, Pooling
 
 from petah_mm.tools.analysis.benchmark import ablations, report, training
 from petah_mm.tools.analysis.benchmark.common import backbone_for
-from petah_mm.tools.analysis.benchmark.inference import AVGPOOL_ROW, FLOPS_RULE, inference, inference_models
+from petah_mm.tools.analysis.benchmark.inference import AVGPOOL, FLOPS_RULE, inference, inference_models
 
 ARGS = dict(config=None, arch='l1', size=32, device='cpu', inference_batches=[1], amp=False, warmup=0, repeats=1,
             rounds=1, ablations=[])
@@ -60,15 +60,20 @@ def token_mixers(backbone) -> set:
 
 def test_the_pooling_ablation_runs_mmpretrains_token_mixer_in_training_and_inference(tmp_path, monkeypatch):
     monkeypatch.setenv('PETAH_MM_CACHE', str(tmp_path))
-    args = argparse.Namespace(**dict(ARGS, ablations=['pooling']), unmerged_forms='flops')
+    args = argparse.Namespace(**dict(ARGS, ablations=['pooling']), unmerged_forms='measured')
     models = inference_models(args)
-    assert token_mixers(models[AVGPOOL_ROW]) == {Pooling} and Pooling not in token_mixers(models['plain'])
+    for name in ('plain', 'petah2 merged', 'petah2 unmerged'):
+        assert token_mixers(models[name + AVGPOOL]) == {Pooling} and Pooling not in token_mixers(models[name])
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():  # the same weights: the same features, up to rounding
-        torch.testing.assert_close(models[AVGPOOL_ROW](x)[-1], models['plain'](x)[-1])
-    rows, _ = inference(args)
-    row = rows[f'{AVGPOOL_ROW}, batch 1']
-    assert row['ratio'] == row['ms'] / rows['plain, batch 1']['ms'] and len(rows) == 6
+        torch.testing.assert_close(models['petah2 unmerged' + AVGPOOL](x)[-1], models['petah2 unmerged'](x)[-1])
+    rows, forms = inference(args)
+    assert len(rows) == 8 and rows[f'plain{AVGPOOL}, batch 1']['ratio'] == (rows[f'plain{AVGPOOL}, batch 1']['ms']
+                                                                           / rows['plain, batch 1']['ms'])
+    unmerged = rows[f'petah2 unmerged{AVGPOOL}, batch 1']
+    assert unmerged['ratio_to_merged'] == unmerged['ms'] / rows[f'petah2 merged{AVGPOOL}, batch 1']['ms']
+    twin = forms[f'petah2 unmerged{AVGPOOL}, batch 1']  # the same layers: its forms come from the cache
+    assert twin['rule'] == 'measured' and twin['measured'] == 0 and twin['cached'] > 0
     trained = backbone_for(args, 'petah2')
     ablations.undo(trained, 'pooling')
     assert token_mixers(trained) == {Pooling}

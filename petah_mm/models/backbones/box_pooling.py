@@ -2,7 +2,7 @@
 
 mmpretrain's and timm's ``Pooling`` run ``AvgPool2d(k, stride=1, padding=k // 2, count_include_pad=False)``. On the
 CPU, torch's NCHW average-pooling kernel is far slower than oneDNN's depthwise convolution: with it, the plain
-EF-L7 ran 1.08-1.16x slower at batch 1 in fp32 and 1.13-1.24x in bf16 (docs/benchmarks.md, "The pooling token
+EF-L7 ran 1.08-1.20x slower at batch 1 in fp32 and 1.13-1.24x in bf16 (docs/benchmarks.md, "The pooling token
 mixer"). Its autograd also keeps the input, which a box filter's backward does not need. Here the window sums come
 from a depthwise convolution with a kernel of ones, and the division by the pixels inside each window
 (fewer at the borders) is a multiplication by a constant map. The filter is symmetric, so its backward is
