@@ -217,9 +217,9 @@ def measure_in_place(model: torch.nn.Module, inputs, pending: dict, budget_s: fl
 def fastest_in_place(model: torch.nn.Module, inputs, pending: dict, budget_s: float) -> dict:
     """``{(layer, form key, form): ms}``, each pending layer's fastest time in each form (others' load only adds),
     from rounds of whole forwards, each running every pending layer in one form (the forms rotate from round to
-    round). A layer's time runs from its start to the next LoRA layer's start, pending or not (or the forward's
-    end): what its form costs the ops after it counts too, and the layers whose choice is cached already bound it. Building W + ΔW writes a kernel-sized tensor per call, which evicts the
-    activations the next norm, activation or pooling reads; a layer timed alone, in a loop on its own input, sees
+    round). A layer's time runs from its start to the next start of a layer of :func:`measured_layers`, pending or
+    cached (or the forward's end): what its form costs the ops after it counts too. Building W + ΔW writes a
+    kernel-sized tensor per call, which evicts the activations the next norm, activation or pooling reads; a layer timed alone, in a loop on its own input, sees
     neither that nor its kernel streaming in from memory, and can rank the forms otherwise than the model does.
     At least MIN_ROUNDS rounds, more while under ``budget_s``. The layers' tables hold what they held before,
     whatever happens."""

@@ -4,8 +4,8 @@ from unittest import mock
 import pytest
 import torch
 from mmengine.registry import DefaultScope
-from mmpretrain.registry import MODELS
 from mmpretrain.models.backbones.efficientformer import Meta4D, Pooling
+from mmpretrain.registry import MODELS
 
 from petah_mm.models import DenseEfficientFormer
 from petah_mm.models.backbones import box_pooling

@@ -74,6 +74,7 @@ def test_inference_only_measures_no_training(tmp_path):
 def test_ablations_are_all_by_default_none_when_skipped_or_those_named(capsys):
     parse = benchmark_tool.cli.parse_args
     assert parse([]).ablations == ['batchnorm', 'branch', 'fused', 'mlp', 'pooling']
+    assert parse(['--config', 'any.py']).ablations == ['batchnorm', 'branch', 'fused', 'mlp']  # maybe no pooling
     assert parse(['--skip-ablations']).ablations == [] and parse(['--ablations', 'pooling']).ablations == ['pooling']
     with pytest.raises(SystemExit):
         parse(['--skip-ablations', '--ablations', 'mlp'])

@@ -77,6 +77,8 @@ def test_the_pooling_ablation_runs_mmpretrains_token_mixer_in_training_and_infer
     trained = backbone_for(args, 'petah2')
     ablations.undo(trained, 'pooling')
     assert token_mixers(trained) == {Pooling}
+    with pytest.raises(ValueError, match='has no pooling token mixer'):  # not a silent copy of the petah2 row
+        ablations.undo(trained, 'pooling')
 
 
 def test_peer_margins_are_pefts_over_petah2s():

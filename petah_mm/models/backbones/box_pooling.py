@@ -72,8 +72,9 @@ class BoxPooling(Pooling):
     """A pooling token mixer (mmpretrain's EfficientFormer ``Pooling`` and its twins) computed by
     :class:`BoxPoolingMinusInput` on the CPU.
 
-    CUDA, traces and compiled graphs keep ``AvgPool2d`` (ONNX exports and FLOPs counters see the
+    CUDA, traces and compiled graphs keep ``AvgPool2d`` (ONNX exports and tracing FLOPs counters see the
     operator they know; not measured on CUDA), as do even window sizes, whose output is one pixel larger.
+    ``torch.fx`` symbolic tracing and ``torch.func`` transforms are not supported on the CPU path.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,13 @@
-"""PETAH-2 training with one of the adapter engine's optimisations undone, for the ablation rows.
+"""PETAH-2 training with one optimisation of the adapter engine or the backbone undone, for the ablation rows.
 
 'batchnorm': frozen BatchNorms stay ``nn.BatchNorm2d`` (``F.batch_norm``, which keeps its input for backward);
 'branch': LoRA runs as the paper's Eq. (2), op(x, W) + B(A(x)), instead of the low-rank kernels;
 'fused': LoRA trains by autograd through op(x, W + ΔW) instead of the low-rank kernels;
 'mlp': EfficientFormer's ConvMlps train layer by layer instead of as one function (``LowRankConvMlp``);
 'pooling': EfficientFormer's pooling token mixers run mmpretrain's ``AvgPool2d`` instead of the box filter
-(``BoxPooling``, a backbone optimisation every method gets, the peer row included; also an inference row).
+(``BoxPooling``, a backbone optimisation every method gets, the peer row included; also inference rows of the
+plain backbone and of PETAH-2 merged and unmerged). CPU only (CUDA keeps ``AvgPool2d``), and only for a backbone
+that has such token mixers: the EfficientFormer trunk by default.
 'branch' and 'fused' force one of the factorization's own forward forms (``Factorization.use_form``).
 'peft' (``--peft``, the peer row): no petah_mm engine at all, peft 0.21's LoRA on the same targets, ranks
 and alphas, injected into the same backbone with plain layers and plain BatchNorms (:func:`peft_lora`).
@@ -50,7 +52,8 @@ def avgpool_token_mixers(module: nn.Module) -> int:
     """Put mmpretrain's ``Pooling`` (``AvgPool2d``) where each box-filter token mixer is; returns how many."""
     names = [name for name, m in module.named_modules() if isinstance(m, BoxPooling)]
     for name in names:
-        replace_module(module, name, Pooling(module.get_submodule(name).pool.kernel_size))
+        box = module.get_submodule(name)
+        replace_module(module, name, Pooling(box.pool.kernel_size).train(box.training))
     return len(names)
 
 
@@ -99,8 +102,9 @@ def undo(backbone: nn.Module, ablation: str) -> None:
         plain_batchnorms(backbone)
     elif ablation == 'peft':
         peft_lora(backbone)
-    elif ablation == 'pooling':
-        avgpool_token_mixers(backbone)
+    elif ablation == 'pooling' and not avgpool_token_mixers(backbone):
+        raise ValueError(f'--ablations pooling: {type(backbone).__name__} has no pooling token mixer run as a box '
+                         'filter (EfficientFormer, PoolFormer); leave pooling out of --ablations')
     elif ablation == 'mlp':
         for mlp in backbone.modules():
             if isinstance(mlp, LowRankConvMlp):

@@ -27,7 +27,8 @@ def parse_args(argv=None):
     parser.add_argument('--methods', nargs='+', default=DEFAULT_METHODS, choices=list(PRESETS),
                         help='adapter presets to compare (full is the reference of the ratios)')
     parser.add_argument('--ablations', nargs='+', choices=ABLATION_NAMES, help='the optimisations whose ablation '
-                        'rows to measure, each undone alone (default: all; pooling also adds an inference row)')
+                        'rows to measure, each undone alone (default: all, pooling only for the EfficientFormer '
+                        'trunk on the CPU; pooling also adds inference rows)')
     parser.add_argument('--skip-ablations', action='store_true', help='no ablation rows')
     parser.add_argument('--amp', action='store_true', help='also measure every row under autocast in the dtype '
                         'tools/train.py --amp trains with: bf16 on the CPU, fp16 on CUDA')
@@ -70,7 +71,11 @@ def parse_args(argv=None):
     args.inference_batches = args.inference_batches or [args.batch]
     if args.skip_ablations and args.ablations:
         parser.error('--skip-ablations and --ablations: give one of them')
-    args.ablations = [] if args.skip_ablations else args.ablations or list(ABLATION_NAMES)
+    if args.skip_ablations:
+        args.ablations = []
+    elif args.ablations is None:  # the box filter runs on the CPU only, and --config backbones may have no pooling
+        args.ablations = [name for name in ABLATION_NAMES
+                          if name != 'pooling' or (args.config is None and args.device == 'cpu')]
     if args.rounds < 1 or args.repeats < 1:
         parser.error(f'--rounds {args.rounds} --repeats {args.repeats}: both must be at least 1')
     if 'petah2' not in args.methods:

@@ -43,7 +43,8 @@ def inference_models(args) -> dict:
             models[f'petah{n} unmerged{FLOPS_RULE}'] = backbone_for(args, f'petah{n}').eval()
             models[f'petah{n} unmerged{FLOPS_RULE}'].load_state_dict(unmerged.state_dict())
     if 'pooling' in args.ablations:  # what the adapters cost with the pooling that mmpretrain runs
-        twins = {f'{name}{AVGPOOL}': with_avgpool(models[name]) for name in ('plain', 'petah2 merged', 'petah2 unmerged')}
+        twins = {f'{name}{AVGPOOL}': with_avgpool(models[name])
+                 for name in ('plain', 'petah2 merged', 'petah2 unmerged')}
         models.update({name: twin for name, twin in twins.items() if twin is not None})
     return models
 
