@@ -219,8 +219,9 @@ def fastest_in_place(model: torch.nn.Module, inputs, pending: dict, budget_s: fl
     from rounds of whole forwards, each running every pending layer in one form (the forms rotate from round to
     round). A layer's time runs from its start to the next start of a layer of :func:`measured_layers`, pending or
     cached (or the forward's end): what its form costs the ops after it counts too. Building W + ΔW writes a
-    kernel-sized tensor per call, which evicts the activations the next norm, activation or pooling reads; a layer timed alone, in a loop on its own input, sees
-    neither that nor its kernel streaming in from memory, and can rank the forms otherwise than the model does.
+    kernel-sized tensor per call, which evicts the activations the next norm, activation or pooling reads; a layer
+    timed alone, in a loop on its own input, sees neither that nor its kernel streaming in from memory, and can rank
+    the forms otherwise than the model does.
     At least MIN_ROUNDS rounds, more while under ``budget_s``. The layers' tables hold what they held before,
     whatever happens."""
     forms = tuple(f for f in FORMS + CONV_FORMS if any(f in candidates for _, candidates in pending.values()))
