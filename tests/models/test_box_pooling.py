@@ -77,13 +77,19 @@ def test_traces_and_other_devices_keep_the_pooling_operator():
 
 
 def test_constants_made_in_inference_mode_serve_training():
+    """The cached constants, first made by an inference, serve a later training step, a double backward (a
+    gradient penalty) included: autograd saves the scale map there, which an inference tensor cannot be."""
     box_pooling.box_constants.cache_clear()
     x = torch.randn(1, 4, 6, 6)
     with torch.inference_mode():
         BoxPooling(3)(x)
     leaf = x.clone().requires_grad_()
-    BoxPooling(3)(leaf).sum().backward()
-    assert torch.isfinite(leaf.grad).all()
+    grad, = torch.autograd.grad(BoxPooling(3)(leaf).pow(2).sum(), leaf, create_graph=True)
+    grad.sum().backward()
+    reference = x.clone().requires_grad_()
+    grad_reference, = torch.autograd.grad(Pooling(3)(reference).pow(2).sum(), reference, create_graph=True)
+    grad_reference.sum().backward()
+    torch.testing.assert_close(leaf.grad, reference.grad)
 
 
 def test_dense_efficientformer_uses_it_in_every_meta4d_block():

@@ -29,7 +29,7 @@ POOLING_CLASSES = (Pooling, poolformer.Pooling, timm.models.efficientformer.Pool
 @functools.lru_cache(maxsize=64)
 def box_constants(channels: int, size: int, height: int, width: int, dtype: torch.dtype, device: torch.device):
     """The depthwise kernel of ones and 1 / (pixels inside each window), (1, 1, height, width). Normal tensors
-    even when first asked inside ``torch.inference_mode``, so that a later training step can use them."""
+    even when first asked inside ``torch.inference_mode``: a later double backward saves the scale map."""
     with torch.inference_mode(False), torch.no_grad():
         radius = size // 2
 

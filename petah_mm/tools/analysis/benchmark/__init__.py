@@ -24,8 +24,8 @@ training rows in rotating order, each in a fresh process, and keeps each method'
   each method, merged and unmerged (:mod:`.sizes`);
 * the time to switch the shared backbone from one PETAH task to another (unmerge + merge, :mod:`.switch`);
 * ablations of PETAH-2 training, each undoing one optimisation of the adapter engine or the backbone
-  (:mod:`.ablations`, ``--ablations`` picks them; the backbone's pooling token mixer also as an inference
-  row), and with ``--peft`` the peer row: peft 0.21's LoRA on PETAH-2's targets and ranks, with petah2's
+  (:mod:`.ablations`, ``--ablations`` picks them; the backbone's pooling token mixer also as inference
+  rows), and with ``--peft`` the peer row: peft 0.21's LoRA on PETAH-2's targets and ranks, with petah2's
   margins over it in step time and peak memory.
 
 With ``--amp`` every inference and training row is measured again under autocast in the dtype that
